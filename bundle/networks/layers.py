@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-# Special token ids of the report tensors (docs/architecture.md, "Report tensors").
-PAD_ID = 0
-START_ID = 1
-END_ID = 2
-UNK_ID = 3
+# The special token ids of the report tensors are the tokenizer's (docs/architecture.md, "Report tensors").
+from bundle.data.tokenizer import END as END_ID
+from bundle.data.tokenizer import PAD as PAD_ID
+from bundle.data.tokenizer import START as START_ID
+from bundle.data.tokenizer import UNK as UNK_ID  # noqa: F401  (re-exported for the networks)
+
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool = True, eps: float = 1e-6) -> nn.Module:
