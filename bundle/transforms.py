@@ -158,7 +158,7 @@ def _read_dicom(path: Path, voi_lut: bool) -> tuple[np.ndarray, dict]:
     except Exception as err:
         raise DataError(path, f"corrupt DICOM file: {type(err).__name__}: {err}") from err
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise DataError(path, "DICOM has no pixel data")
+        raise DataError(path, "DICOM without pixel data")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DataError(path, f"multi-frame DICOM ({frames} frames): expected one radiograph")

@@ -274,7 +274,7 @@ def test_cli_jsonl(tmp_path):
     assert _read_csv(out)[0]["Cardiomegaly"] == "1.0"
     # the headerless second report has no IMPRESSION: an error naming file and line, or skipped and counted
     result = _run("--input", str(source), "--output", str(out), "--sections", "impression", "--overwrite")
-    assert result.returncode != 0 and f"{source}:2: missing report section IMPRESSION" in result.stderr
+    assert result.returncode != 0 and f"{source}:2: missing report section: IMPRESSION" in result.stderr
     result = _run("--input", str(source), "--output", str(out), "--sections", "impression", "--overwrite",
                   "--skip_bad")
     assert result.returncode == 0, result.stderr

@@ -60,3 +60,11 @@ def test_skip_counter_raises_or_counts():
     counter.handle(DataError("c.txt", "empty report"))
     assert counter.total == 3
     assert counter.summary()["reasons"] == {"corrupt image": 2, "empty report": 1}
+
+
+def test_skip_reasons_group_by_kind_not_detail():
+    counter = SkipCounter(skip_bad=True)
+    counter.handle(DataError("a.png", "truncated PNG image (file ends before its IEND chunk)"))
+    counter.handle(DataError("b.txt", "missing report section: IMPRESSION (sections found: findings)"))
+    counter.handle(DataError("c.txt", "missing report section: FINDINGS/IMPRESSION (sections found: none)"))
+    assert counter.reasons == {"truncated PNG image": 1, "missing report section": 2}

@@ -155,16 +155,16 @@ def test_split_sentences(text, sentences):
 def test_headerless_report_counts_as_findings():
     sections = extract_sections("Lungs are clear.\nHeart size is normal.")
     assert select_sections(sections) == "Lungs are clear. Heart size is normal."
-    with pytest.raises(DataError, match="missing report section IMPRESSION .*no section headers"):
+    with pytest.raises(DataError, match="missing report section: IMPRESSION .*no section headers"):
         select_sections(sections, ("impression",), source="r.txt")
 
 
 def test_select_sections_errors_name_the_source():
-    with pytest.raises(DataError, match=r"^s1\.txt: missing report section FINDINGS/IMPRESSION \(sections found: "
+    with pytest.raises(DataError, match=r"^s1\.txt: missing report section: FINDINGS/IMPRESSION \(sections found: "
                                         r"indication, comparison\)"):
         select_sections(extract_sections("INDICATION: cough\nCOMPARISON: none"), source="s1.txt")
     # a wanted header with nothing under it is missing too
-    with pytest.raises(DataError, match="missing report section FINDINGS/IMPRESSION"):
+    with pytest.raises(DataError, match="missing report section: FINDINGS/IMPRESSION"):
         select_sections(extract_sections("FINDINGS:\n___\nINDICATION: cough"), source="s2.txt")
     for empty in ({}, {"findings": "  ", "impression": "___"}, extract_sections(" \n ")):
         with pytest.raises(DataError, match="empty report"):
@@ -188,7 +188,7 @@ def test_read_report_file(tmp_path):
         (b"", "empty report"),
         (b"  \n\t\n", "empty report"),
         (b"FINDINGS: caf\xe9 \xff\xfe\n", "undecodable report file"),
-        (b"INDICATION: cough\nTECHNIQUE: PA\n", "missing report section FINDINGS/IMPRESSION"),
+        (b"INDICATION: cough\nTECHNIQUE: PA\n", "missing report section: FINDINGS/IMPRESSION"),
         (b"FINAL REPORT\nFINDINGS:\nIMPRESSION:\n", "empty report"),
     ],
 )

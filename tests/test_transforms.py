@@ -200,7 +200,7 @@ def test_dicom_voi_lut_sequence(tmp_path: Path) -> None:
 
 def test_dicom_without_pixel_data(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "empty.dcm", np.zeros((8, 8), np.uint16), 12, pixel_data=False)
-    with pytest.raises(DataError, match="DICOM has no pixel data") as err:
+    with pytest.raises(DataError, match="DICOM without pixel data") as err:
         load(path)
     assert err.value.path == str(path)
 

@@ -21,6 +21,12 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+def reason_of(problem: str) -> str:
+    """The kind of a problem, for counting: its text before the first ``:`` or `` (`` ("corrupt image",
+    "missing report section", "unknown label value")."""
+    return problem.split(":", 1)[0].split(" (", 1)[0].strip()
+
+
 @dataclass
 class SkipCounter:
     """Collects skipped items when ``skip_bad`` is set; raises at once otherwise."""
@@ -34,7 +40,7 @@ class SkipCounter:
         """Re-raise ``error`` unless skipping; when skipping, count it under its problem."""
         if not self.skip_bad:
             raise error
-        self.reasons[error.problem.split(":")[0]] += 1
+        self.reasons[reason_of(error.problem)] += 1
         if len(self.examples) < self.max_examples:
             self.examples.append(str(error))
 

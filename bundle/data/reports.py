@@ -211,7 +211,7 @@ def select_sections(
         found = [name for name, t in texts.items() if t and name not in _BANNER_SECTIONS]
         names = "/".join(name.upper() for name in wanted)
         found_text = f"sections found: {', '.join(found)}" if found else "the report has no section headers"
-        raise DataError(source, f"missing report section {names} ({found_text})")
+        raise DataError(source, f"missing report section: {names} ({found_text})")
     return " ".join(parts)
 
 
