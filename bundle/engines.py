@@ -1,0 +1,485 @@
+"""The EMIXER training engine: n_critic steps of the three discriminators, then one step of G and F.
+
+:class:`EMIXERTrainer` is a ``monai.engines.Trainer`` that overrides ``_iteration``, as the Model Zoo's
+brats_mri_generative_diffusion trainer does. MONAI's ``GanTrainer`` steps one G/D pair without labels or AMP;
+EMIXER (paper section 3.2, appendix 6.3) steps an image discriminator with a projection term and SS-GAN's
+rotation head, a report discriminator and a joint (image, report) discriminator against the image generator
+G and the image-to-report decoder F, with D:G = n_critic:1.
+
+One iteration on a real batch ``(I, S, y)``:
+
+* ``n_critic`` discriminator steps, each on the whole real batch (or on its ``n_critic`` chunks with
+  ``d_split_batch``, BigGAN's way) against fresh fakes ``I' = G(z, y')``, ``S' = F.sample(I')`` made without
+  gradients. ``D_image`` scores ``(I, y)`` vs ``(I', y')`` (hinge or non-saturating), plus ``alpha`` x the
+  rotation loss on the four rotations of the REAL images (the rotation-0 copy doubles as the real input,
+  so reals, their rotations and the fakes go through ``D_image`` in one forward pass); ``D_report`` scores
+  ``S`` vs ``S'``; ``D_joint`` scores ``(I, S)`` vs ``(I', S')``.
+* One generator step of G and F together: the adversarial terms through all three discriminators on new
+  fakes (text kept differentiable by straight-through Gumbel-softmax word distributions), plus
+  ``rotation_weight_g`` x the rotation loss on the rotated FAKE images, plus ``teacher_forcing_weight`` x F's
+  teacher-forced loss on the real pairs. The discriminators' parameters are frozen for this step, so no
+  gradient is computed for them.
+* The fake labels ``y'`` are rows of the real batch's labels drawn among its labelled items (a permutation
+  when all are labelled), so the generated label distribution follows the data; they are drawn on the CPU
+  before the transfer. Unlabelled items (``labelled`` = 0) enter ``D_image`` with an all-zero label row,
+  which zeroes its projection term: they still train the unconditional and rotation terms.
+
+``engine.state.output`` is a dict of Python floats, one per enabled term (unweighted, averaged over the
+critic steps for the ``d_*`` terms) plus the weighted totals ``d_total`` / ``g_total``; all of them come to
+the host in one transfer per iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.engines import Trainer
+from monai.engines.utils import default_metric_cmp_fn
+from monai.engines.workflow import Workflow
+from torch.optim import Optimizer
+
+from bundle.losses import ADVERSARIAL_LOSSES, discriminator_loss, generator_loss, rotate_batch, rotation_loss
+
+__all__ = ["EMIXERTrainer", "prepare_emixer_batch", "fake_label_indices", "BATCH_KEYS", "LOSS_KEYS"]
+
+IMAGE, LABELS, REPORT, NUM_SENTENCES, LABELLED = "image", "labels", "report_tokens", "report_num_sentences", "labelled"
+#: Batch keys the trainer reads; ``report_num_sentences`` and ``labelled`` are optional.
+BATCH_KEYS = (IMAGE, LABELS, REPORT, NUM_SENTENCES, LABELLED)
+#: Every key ``engine.state.output`` can hold (a term switched off is left out).
+LOSS_KEYS = (
+    "d_image",
+    "d_rotation",
+    "d_report",
+    "d_joint",
+    "d_total",
+    "g_image",
+    "g_rotation",
+    "g_report",
+    "g_joint",
+    "f_teacher_forcing",
+    "g_total",
+)
+
+
+def _plain(tensor: Any) -> Any:
+    """A MetaTensor as a plain tensor (metadata tracking costs time in every op), anything else unchanged."""
+    as_tensor = getattr(tensor, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else tensor
+
+
+def prepare_emixer_batch(
+    batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+) -> dict[str, torch.Tensor]:
+    """Pick the trainer's keys from a collated batch and move them to ``device``.
+
+    Returns ``image`` (float), ``labels`` (float ``[B, k]``), ``report_tokens`` (long ``[B, S, W]``), optionally
+    ``report_num_sentences`` (long ``[B]``) and ``labelled`` (float ``[B]``, 1 = labels kept; all ones if absent).
+    """
+    if not isinstance(batchdata, Mapping):
+        raise TypeError(f"the EMIXER trainer needs dict batches, got {type(batchdata).__name__}")
+    missing = [key for key in (IMAGE, LABELS, REPORT) if key not in batchdata]
+    if missing:
+        needs = list(BATCH_KEYS[:3])
+        raise KeyError(f"batch has no {missing}; the EMIXER trainer needs {needs}; got {list(batchdata)}")
+    out: dict[str, torch.Tensor] = {}
+    for key in BATCH_KEYS:
+        if key not in batchdata:
+            continue
+        value = torch.as_tensor(_plain(batchdata[key]))
+        if key in (IMAGE, LABELS, LABELLED):
+            value = value.float()
+        else:
+            value = value.long()
+        out[key] = value.to(device=device, non_blocking=non_blocking, **kwargs)
+    return out
+
+
+def fake_label_indices(
+    labelled: torch.Tensor | None, batch_size: int, draws: int, size: int | None = None
+) -> torch.Tensor | None:
+    """Row indices ``[draws, size]`` into a batch's labels for ``draws`` sets of fake labels.
+
+    All items labelled: a random permutation per draw (the batch's label multiset exactly). Some labelled:
+    uniform draws with replacement among the labelled rows. None labelled: ``None`` (fakes get zero labels).
+    Runs on the CPU (no device synchronisation). ``size`` defaults to ``batch_size``.
+    """
+    size = batch_size if size is None else size
+    if labelled is None or bool((labelled > 0).all()):
+        if size == batch_size:
+            return torch.argsort(torch.rand(draws, batch_size), dim=1)
+        return torch.randint(batch_size, (draws, size))
+    rows = torch.nonzero(labelled > 0).flatten()
+    if rows.numel() == 0:
+        return None
+    return rows[torch.randint(rows.numel(), (draws, size))]
+
+
+class EMIXERTrainer(Trainer):
+    """EMIXER's adversarial trainer (see the module docstring for one iteration).
+
+    Networks are used where they are (move them to ``device`` before, as MONAI's trainers expect).
+
+    Args:
+        device: device of the batches (and of the networks).
+        max_epochs: epochs to run.
+        train_data_loader: yields dict batches with ``image``, ``labels``, ``report_tokens`` and optionally
+            ``report_num_sentences`` and ``labelled``.
+        generator: image generator G(z, y).
+        report_decoder: image-to-report decoder F (``loss`` for teacher forcing, ``sample`` for fakes).
+        image_discriminator: projection discriminator with rotation head; may be None when both
+            ``use_image_loss`` and ``use_rotation_loss`` are off.
+        g_optimizer: optimiser of G, or of G and F together when ``f_optimizer`` is None.
+        d_optimizer: one optimiser over all the discriminators in use (stepped once per critic step).
+        report_discriminator: D_report; may be None when ``use_report_loss`` is off.
+        joint_discriminator: D_joint; may be None when ``use_joint_loss`` is off.
+        f_optimizer: separate optimiser of F (stepped with G's); None when ``g_optimizer`` holds F's parameters.
+        latent_dim: size of z; None takes ``generator.latent_dim``.
+        n_critic: discriminator steps per generator step (2 in the paper).
+        d_split_batch: give each critic step its own ``1 / n_critic`` chunk of the real batch (BigGAN, with a
+            loader batch of ``n_critic x`` the step batch) instead of the whole batch every step.
+        alpha: weight of the rotation loss of D_image on rotated real images (the paper's alpha).
+        rotation_weight_g: weight of the rotation loss of G on rotated fake images (SS-GAN's beta, 0.2).
+        adversarial_loss: ``"hinge"`` (BigGAN) or ``"non_saturating"``.
+        use_image_loss / use_report_loss / use_joint_loss / use_rotation_loss / use_teacher_forcing: switch
+            each term off (the SM-GAN ablation turns report and joint off).
+        image_loss_weight / report_loss_weight / joint_loss_weight: weights of the adversarial terms (for D
+            and G alike).
+        teacher_forcing_weight: weight of F's teacher-forced loss in the generator step.
+        stop_weight: weight of the stop-probability loss inside F's teacher-forced loss.
+        gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
+        ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
+            after each generator step; buffers such as BatchNorm statistics are copied); None = no EMA.
+        ema_start: iterations before which the EMA copy just follows G (BigGAN starts averaging late).
+        amp: mixed precision on CUDA (``torch.autocast`` + one ``GradScaler`` for D and one for G/F); ignored
+            on other devices, which run in fp32.
+        amp_kwargs: arguments of ``torch.autocast`` (e.g. ``{"dtype": torch.bfloat16}``).
+        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        epoch_length, non_blocking, prepare_batch, iteration_update, key_train_metric, additional_metrics,
+        metric_cmp_fn, train_handlers, event_names, event_to_attr, to_kwargs: as in ``monai.engines.Trainer``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: nn.Module,
+        report_decoder: nn.Module,
+        image_discriminator: nn.Module | None,
+        g_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        report_discriminator: nn.Module | None = None,
+        joint_discriminator: nn.Module | None = None,
+        f_optimizer: Optimizer | None = None,
+        latent_dim: int | None = None,
+        n_critic: int = 2,
+        d_split_batch: bool = False,
+        alpha: float = 1.0,
+        rotation_weight_g: float = 0.2,
+        adversarial_loss: str = "hinge",
+        use_image_loss: bool = True,
+        use_report_loss: bool = True,
+        use_joint_loss: bool = True,
+        use_rotation_loss: bool = True,
+        use_teacher_forcing: bool = True,
+        image_loss_weight: float = 1.0,
+        report_loss_weight: float = 1.0,
+        joint_loss_weight: float = 1.0,
+        teacher_forcing_weight: float = 1.0,
+        stop_weight: float = 1.0,
+        gumbel_temperature: float = 1.0,
+        ema_decay: float | None = None,
+        ema_start: int = 0,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = prepare_emixer_batch,
+        iteration_update: Callable | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+        optim_set_to_none: bool = True,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+    ) -> None:
+        if adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial_loss={adversarial_loss!r} is not one of {ADVERSARIAL_LOSSES}")
+        if n_critic < 1:
+            raise ValueError(f"n_critic={n_critic} must be >= 1")
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay={ema_decay} must be in [0, 1), or null for no EMA")
+        needed = {
+            "image_discriminator": (image_discriminator, use_image_loss or use_rotation_loss),
+            "report_discriminator": (report_discriminator, use_report_loss),
+            "joint_discriminator": (joint_discriminator, use_joint_loss),
+        }
+        for name, (network, used) in needed.items():
+            if used and network is None:
+                raise ValueError(f"{name} is None but its loss term is switched on; pass the network or switch it off")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=None,  # attached at the end, once every attribute a handler may read exists
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=False,  # the output is a dict of floats, nothing to decollate
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.generator, self.report_decoder = generator, report_decoder
+        self.image_discriminator = image_discriminator
+        self.report_discriminator = report_discriminator
+        self.joint_discriminator = joint_discriminator
+        self.g_optimizer, self.d_optimizer, self.f_optimizer = g_optimizer, d_optimizer, f_optimizer
+        self.latent_dim = int(latent_dim if latent_dim is not None else generator.latent_dim)
+        self.n_critic, self.d_split_batch = int(n_critic), bool(d_split_batch)
+        self.alpha, self.rotation_weight_g = float(alpha), float(rotation_weight_g)
+        self.adversarial_loss = adversarial_loss
+        self.use_image_loss, self.use_report_loss, self.use_joint_loss = use_image_loss, use_report_loss, use_joint_loss
+        self.use_rotation_loss, self.use_teacher_forcing = use_rotation_loss, use_teacher_forcing
+        self.image_loss_weight, self.report_loss_weight = float(image_loss_weight), float(report_loss_weight)
+        self.joint_loss_weight, self.teacher_forcing_weight = float(joint_loss_weight), float(teacher_forcing_weight)
+        self.stop_weight, self.gumbel_temperature = float(stop_weight), float(gumbel_temperature)
+        self.optim_set_to_none = optim_set_to_none
+
+        # Mixed precision only where it helps and GradScaler works: CUDA. Elsewhere fp32 and no-op scalers.
+        self.use_autocast = bool(amp) and self.state.device is not None and self.state.device.type == "cuda"
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.use_autocast)
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.use_autocast)
+
+        self._discriminators = [
+            d for d in (image_discriminator, report_discriminator, joint_discriminator) if d is not None
+        ]
+        self._d_params = [p for d in self._discriminators for p in d.parameters() if p.requires_grad]
+
+        self.ema_decay, self.ema_start = ema_decay, int(ema_start)
+        self.ema_generator: nn.Module | None = None
+        if ema_decay is not None:
+            self.ema_generator = copy.deepcopy(generator).eval().requires_grad_(False)
+            self._ema_params = [p for p in self.ema_generator.parameters()]
+            self._g_params = [p for p in generator.parameters()]
+            self._ema_buffers = list(zip(self.ema_generator.buffers(), generator.buffers()))
+
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
+
+    # ------------------------------------------------------------------ helpers
+    def run(self) -> None:  # type: ignore[override]
+        """Run training. ``Trainer.run`` would replace the scalers by a single new one, so go to ``Workflow``."""
+        Workflow.run(self)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_autocast:
+            return torch.autocast(device_type="cuda", **self.amp_kwargs)
+        return contextlib.nullcontext()
+
+    def _sample_reports(self, images: torch.Tensor) -> torch.Tensor:
+        """Word distributions ``[B, S, W, V]`` of F's straight-through Gumbel-softmax reports for ``images``."""
+        return self.report_decoder.sample(images, temperature=self.gumbel_temperature, hard=True, gumbel=True)[
+            "word_probs"
+        ]
+
+    @staticmethod
+    def _fake_labels(labels: torch.Tensor, index: torch.Tensor | None, step: int, size: int) -> torch.Tensor:
+        """Fake labels of one step: rows of the batch's labels, or zeros when no item of the batch is labelled."""
+        return labels.new_zeros(size, labels.shape[1]) if index is None else labels[index[step]]
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move ``ema_generator`` towards G (copy before ``ema_start``); copy G's buffers."""
+        if self.ema_generator is None:
+            return
+        weight = 1.0 if self.state.iteration < self.ema_start else 1.0 - self.ema_decay
+        torch._foreach_lerp_(self._ema_params, self._g_params, weight)
+        for ema_buffer, buffer in self._ema_buffers:
+            ema_buffer.copy_(buffer)
+
+    def checkpoint_dict(self, include_rng: bool = True) -> dict[str, Any]:
+        """Everything a resumed run needs, for MONAI's ``CheckpointSaver`` / ``CheckpointLoader``: the trainer (epoch
+        and iteration), every network (EMA copy included), optimiser and grad scaler, and the RNG states."""
+        objects: dict[str, Any] = {
+            "trainer": self,
+            "generator": self.generator,
+            "report_decoder": self.report_decoder,
+            "image_discriminator": self.image_discriminator,
+            "report_discriminator": self.report_discriminator,
+            "joint_discriminator": self.joint_discriminator,
+            "ema_generator": self.ema_generator,
+            "g_optimizer": self.g_optimizer,
+            "f_optimizer": self.f_optimizer,
+            "d_optimizer": self.d_optimizer,
+            "g_scaler": self.g_scaler,
+            "d_scaler": self.d_scaler,
+        }
+        if include_rng:
+            from bundle.handlers import RNGState
+
+            objects["rng"] = RNGState()
+        return {key: value for key, value in objects.items() if value is not None}
+
+    # ------------------------------------------------------------------ one iteration
+    def _iteration(  # type: ignore[override]
+        self, engine: EMIXERTrainer, batchdata: Mapping[str, Any]
+    ) -> dict[str, float]:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        labelled_cpu = batchdata.get(LABELLED) if isinstance(batchdata, Mapping) else None
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        real, report, num_sentences = batch[IMAGE], batch[REPORT], batch.get(NUM_SENTENCES)
+        labelled = batch.get(LABELLED)
+        labels = batch[LABELS] if labelled is None else batch[LABELS] * labelled.reshape(-1, 1)  # unlabelled: zeros
+        b = real.shape[0]
+        if engine.d_split_batch and b % engine.n_critic:
+            raise ValueError(f"d_split_batch needs a batch size divisible by n_critic={engine.n_critic}, got {b}")
+        chunk = b // engine.n_critic if engine.d_split_batch else b
+        if labelled_cpu is not None:
+            labelled_cpu = torch.as_tensor(_plain(labelled_cpu)).flatten().cpu()
+        index = fake_label_indices(labelled_cpu, b, engine.n_critic + 1, chunk)
+        if index is not None:
+            index = index.to(device=labels.device, non_blocking=engine.non_blocking)
+
+        use_text = engine.use_report_loss or engine.use_joint_loss
+        use_image_d = engine.use_image_loss or engine.use_rotation_loss
+        terms: dict[str, torch.Tensor] = {}
+
+        def add(key: str, value: torch.Tensor, scale: float = 1.0) -> None:
+            value = value.detach().float() * scale
+            terms[key] = terms[key] + value if key in terms else value
+
+        # ---- n_critic discriminator steps
+        for step in range(engine.n_critic):
+            part = slice(step * chunk, (step + 1) * chunk) if engine.d_split_batch else slice(None)
+            x_real, y_real, s_real = real[part], labels[part], report[part]
+            y_fake = engine._fake_labels(labels, index, step, chunk)
+            with engine._autocast():
+                with torch.no_grad():
+                    x_fake = engine.generator(torch.randn(chunk, engine.latent_dim, device=real.device), y_fake)
+                    s_fake = engine._sample_reports(x_fake) if use_text else None
+                d_total = real.new_zeros(())
+                if use_image_d:
+                    d_total = d_total + engine._image_d_loss(x_real, y_real, x_fake, y_fake, add)
+                if engine.use_report_loss:
+                    real_logits = engine.report_discriminator(s_real)
+                    fake_logits = engine.report_discriminator(s_fake)
+                    loss = discriminator_loss(real_logits.float(), fake_logits.float(), engine.adversarial_loss)
+                    add("d_report", loss, 1.0 / engine.n_critic)
+                    d_total = d_total + engine.report_loss_weight * loss
+                if engine.use_joint_loss:
+                    real_logits = engine.joint_discriminator(x_real, s_real)
+                    fake_logits = engine.joint_discriminator(x_fake, s_fake)
+                    loss = discriminator_loss(real_logits.float(), fake_logits.float(), engine.adversarial_loss)
+                    add("d_joint", loss, 1.0 / engine.n_critic)
+                    d_total = d_total + engine.joint_loss_weight * loss
+            add("d_total", d_total, 1.0 / engine.n_critic)
+            if d_total.requires_grad:
+                engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+                engine.d_scaler.scale(d_total).backward()
+                engine.d_scaler.step(engine.d_optimizer)
+                engine.d_scaler.update()
+
+        # ---- one generator step of G and F (discriminators frozen)
+        g_size = chunk
+        y_fake = engine._fake_labels(labels, index, engine.n_critic, g_size)
+        engine._set_d_requires_grad(False)
+        try:
+            with engine._autocast():
+                x_fake = engine.generator(torch.randn(g_size, engine.latent_dim, device=real.device), y_fake)
+                g_total = real.new_zeros(())
+                if use_image_d:
+                    g_total = g_total + engine._image_g_loss(x_fake, y_fake, add)
+                if use_text:
+                    s_fake = engine._sample_reports(x_fake)
+                    if engine.use_report_loss:
+                        loss = generator_loss(engine.report_discriminator(s_fake).float(), engine.adversarial_loss)
+                        add("g_report", loss)
+                        g_total = g_total + engine.report_loss_weight * loss
+                    if engine.use_joint_loss:
+                        logits = engine.joint_discriminator(x_fake, s_fake)
+                        loss = generator_loss(logits.float(), engine.adversarial_loss)
+                        add("g_joint", loss)
+                        g_total = g_total + engine.joint_loss_weight * loss
+                if engine.use_teacher_forcing:
+                    loss = engine.report_decoder.loss(real, report, num_sentences, engine.stop_weight)["loss"].float()
+                    add("f_teacher_forcing", loss)
+                    g_total = g_total + engine.teacher_forcing_weight * loss
+            add("g_total", g_total)
+            engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            if engine.f_optimizer is not None:
+                engine.f_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            if g_total.requires_grad:
+                engine.g_scaler.scale(g_total).backward()
+                engine.g_scaler.step(engine.g_optimizer)
+                if engine.f_optimizer is not None:
+                    engine.g_scaler.step(engine.f_optimizer)
+                engine.g_scaler.update()
+        finally:
+            engine._set_d_requires_grad(True)
+        engine.update_ema()
+
+        keys = [key for key in LOSS_KEYS if key in terms]
+        values = torch.stack([terms[key] for key in keys]).tolist()  # the iteration's only host sync
+        return dict(zip(keys, values))
+
+    def _image_d_loss(
+        self, x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor, add: Callable
+    ) -> torch.Tensor:
+        """D_image's loss: adversarial on (real, fake) + alpha x rotation on the rotated reals, one forward pass."""
+        b = x_real.shape[0]
+        if self.use_rotation_loss:
+            rotated, targets = rotate_batch(x_real)  # rotation-major: the first b are the reals unrotated
+            images = torch.cat([rotated, x_fake])
+            labels = torch.cat([y_real.repeat(4, 1), y_fake])
+            logits, rotation_logits = self.image_discriminator(images, labels, return_rotation=True)
+            real_logits, fake_logits = logits[:b], logits[4 * b :]
+            rotation = rotation_loss(rotation_logits[: 4 * b].float(), targets)
+            add("d_rotation", rotation, 1.0 / self.n_critic)
+            total = self.alpha * rotation
+        else:
+            logits = self.image_discriminator(torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake]))
+            real_logits, fake_logits = logits[:b], logits[b:]
+            total = x_real.new_zeros(())
+        if self.use_image_loss:
+            loss = discriminator_loss(real_logits.float(), fake_logits.float(), self.adversarial_loss)
+            add("d_image", loss, 1.0 / self.n_critic)
+            total = total + self.image_loss_weight * loss
+        return total
+
+    def _image_g_loss(self, x_fake: torch.Tensor, y_fake: torch.Tensor, add: Callable) -> torch.Tensor:
+        """G's image terms: adversarial through D_image + rotation_weight_g x rotation on the rotated fakes."""
+        b = x_fake.shape[0]
+        total = x_fake.new_zeros((), dtype=torch.float32)
+        if self.use_rotation_loss:
+            rotated, targets = rotate_batch(x_fake)
+            logits, rotation_logits = self.image_discriminator(rotated, y_fake.repeat(4, 1), return_rotation=True)
+            fake_logits = logits[:b]
+            rotation = rotation_loss(rotation_logits.float(), targets)
+            add("g_rotation", rotation)
+            total = total + self.rotation_weight_g * rotation
+        else:
+            fake_logits = self.image_discriminator(x_fake, y_fake)
+        if self.use_image_loss:
+            loss = generator_loss(fake_logits.float(), self.adversarial_loss)
+            add("g_image", loss)
+            total = total + self.image_loss_weight * loss
+        return total
+
+    def _set_d_requires_grad(self, flag: bool) -> None:
+        for p in self._d_params:
+            p.requires_grad_(flag)
