@@ -150,22 +150,7 @@ def run_benchmark(
     return result
 
 
-def main(
-    data_dir: str | None = None,
-    num_items: int = 600,
-    image_size: int = 64,
-    epochs: int = 20,
-    seed: int = 0,
-    report_source: str = "grammar",
-    use_real_masks: bool | str = "auto",
-    num_threads: int = 1,
-) -> None:
-    """Command line: see the module docstring."""
-    run_benchmark(data_dir, num_items, image_size, epochs, seed, report_source, use_real_masks,
-                  num_threads=num_threads)
-
-
 if __name__ == "__main__":
     import fire
 
-    fire.Fire(main)
+    fire.Fire(run_benchmark, serialize=lambda _: None)

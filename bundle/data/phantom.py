@@ -37,16 +37,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import DataError
+from .labels import DEFAULT_CLASSES
 
 #: Findings the phantom can draw (the DEFAULT_CLASSES without "No Finding").
-PHANTOM_FINDINGS: tuple[str, ...] = (
-    "Cardiomegaly",
-    "Pleural Effusion",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Support Devices",
-)
+PHANTOM_FINDINGS: tuple[str, ...] = tuple(name for name in DEFAULT_CLASSES if name != "No Finding")
 DEVICE_TYPES: tuple[str, ...] = (
     "endotracheal tube", "nasogastric tube", "central line", "picc", "pacemaker", "sternotomy wires")
 
