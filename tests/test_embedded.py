@@ -270,3 +270,6 @@ def test_learnability_small_cnn():
                                                report_source="grammar", use_real_masks=False, verbose=False)
     assert result["mean_auroc"] >= 0.75, result
     assert result["auroc"]["Cardiomegaly"] >= 0.85 and result["auroc"]["Edema"] >= 0.85, result
+    # every finding with enough test positives to measure is separated from its absence
+    measurable = [name for name, n in result["test_positives"].items() if n >= 10]
+    assert len(measurable) >= 5 and all(result["auroc"][name] >= 0.7 for name in measurable), result
