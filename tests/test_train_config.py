@@ -1,0 +1,145 @@
+"""The training bundle config: configs/train.json + configs/demo.json run EMIXER end to end as a MONAI
+``ConfigWorkflow`` (Model Zoo properties, checkpoints, TensorBoard scalars, sample grids) and a second run in the
+same output folder resumes from the newest checkpoint. Also :func:`bundle.checkpoints.latest_checkpoint`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, ConfigWorkflow
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bundle.checkpoints import checkpoint_iteration, latest_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = [str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "demo.json")]
+# Tiny on top of the demo: 32 px, few channels, small text layers, batches of 4, 2 iterations per epoch.
+TINY = {
+    "image_size": 32,
+    "base_channels": 8,
+    "attention_resolution": 16,
+    "joint_base_channels": 4,
+    "label_embed_dim": 16,
+    "latent_dim": 40,
+    "encoder_features": 32,
+    "word_embed_dim": 16,
+    "text_hidden": 24,
+    "text_mlp_hidden": 16,
+    "max_sentences": 4,
+    "max_words": 12,
+    "batch_size": 4,
+    "num_workers": 0,
+    "max_epochs": 1,
+    "epoch_length": 2,
+    "save_interval": 1,
+    "sample_interval": 2,
+    "log_interval": 1,
+    "num_threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scripts.prepare_data import prepare_data
+
+    out = tmp_path_factory.mktemp("embedded")
+    prepare_data(
+        source="embedded", out_dir=str(out), num_items=24, report_source="grammar", use_real_masks=False, image_size=64
+    )
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def workflow(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
+    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
+    flow = ConfigWorkflow(config_file=CONFIGS, logging_file=False, workflow_type="train", **settings)
+    flow.initialize()
+    return flow
+
+
+def record_iterations(flow: ConfigWorkflow) -> list[int]:
+    iterations: list[int] = []
+    flow.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    return iterations
+
+
+def test_train_config_runs_and_resumes(dataset_dir: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "run"
+    first = workflow(dataset_dir, output_dir)
+    assert first.check_properties() == []
+    assert first.parser.get_parsed_content("resume_path") == ""  # a fresh output folder: nothing to resume
+    trainer = first.trainer
+    assert trainer.generator.image_size == 32 and trainer.state.device.type == "cpu"
+    assert torch.get_num_threads() == 1
+    iterations = record_iterations(first)
+    first.run()
+    first.finalize()
+    assert iterations == [1, 2] and trainer.state.epoch == 1
+
+    models = output_dir / "models"
+    assert (models / "checkpoint_final.pt").is_file() and (models / "checkpoint_iteration=2.pt").is_file()
+    saved = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert saved["trainer"]["iteration"] == 2 and "ema_generator" in saved and "rng" in saved
+    events = list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    scalars = EventAccumulator(str(events[0])).Reload().Tags()["scalars"]
+    assert {"train/g_total", "train/d_total", "train/f_teacher_forcing", "train/d_rotation"} <= set(scalars)
+    assert (output_dir / "samples" / "samples_iteration_0000002.png").is_file()
+
+    # Run again in the same output folder with one more epoch: it picks up the final checkpoint by itself.
+    second = workflow(dataset_dir, output_dir, max_epochs=2)
+    assert second.parser.get_parsed_content("resume_path") == str(models / "checkpoint_final.pt")
+    iterations = record_iterations(second)
+    second.run()
+    second.finalize()
+    assert iterations == [3, 4] and second.trainer.state.epoch == 2
+    resumed = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert resumed["trainer"]["iteration"] == 4
+
+
+def test_resume_from_overrides_the_newest_checkpoint(tmp_path: Path) -> None:
+    parser = ConfigParser()
+    parser.read_config(CONFIGS)
+    parser["output_dir"] = str(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "checkpoint_iteration=7.pt").write_bytes(b"")
+    assert parser.get_parsed_content("ckpt_dir") == str(models)
+    assert parser.get_parsed_content("resume_path") == str(models / "checkpoint_iteration=7.pt")
+    parser["resume_from"] = "/elsewhere/checkpoint_final.pt"
+    assert parser.get_parsed_content("resume_path", lazy=False) == "/elsewhere/checkpoint_final.pt"
+
+
+def test_latest_checkpoint_is_the_last_written(tmp_path: Path) -> None:
+    assert latest_checkpoint(tmp_path / "missing") == ""
+    assert latest_checkpoint(tmp_path) == ""
+    (tmp_path / "notes.pt").write_bytes(b"")  # not a checkpoint_*.pt file
+    assert latest_checkpoint(tmp_path) == ""
+    files = {name: tmp_path / name for name in ("checkpoint_iteration=90.pt", "checkpoint_iteration=100.pt",
+                                                  "checkpoint_final.pt")}
+    for i, (name, path) in enumerate(files.items()):
+        path.write_bytes(b"")
+        os.utime(path, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
+    assert latest_checkpoint(tmp_path) == str(files["checkpoint_final.pt"])
+    # A restarted run killed after a later interval checkpoint: that one is newer than the old final.
+    later = tmp_path / "checkpoint_iteration=150.pt"
+    later.write_bytes(b"")
+    os.utime(later, ns=(10**18 + 9 * 10**9, 10**18 + 9 * 10**9))
+    assert latest_checkpoint(tmp_path) == str(later)
+    # Same time stamp (a coarse clock): the final checkpoint (written last by a run), then the larger iteration.
+    for path in (*files.values(), later):
+        os.utime(path, ns=(10**18, 10**18))
+    assert latest_checkpoint(tmp_path) == str(files["checkpoint_final.pt"])
+    files["checkpoint_final.pt"].unlink()
+    assert latest_checkpoint(tmp_path) == str(later)
+    assert checkpoint_iteration(later) == 150 and checkpoint_iteration(files["checkpoint_final.pt"]) == -1
