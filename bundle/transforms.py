@@ -49,6 +49,7 @@ from bundle.data.tokenizer import ReportTokenizer
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "has_dicom_preamble",
     "read_cxr",
     "LoadCXRImage",
     "LoadCXRImaged",
@@ -63,6 +64,15 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_EOI = b"\xff\xd9"
 
 
+def has_dicom_preamble(path: str | PathLike) -> bool:
+    """Whether the file carries the DICOM "DICM" magic after its 128-byte preamble (False if unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def _format_of(path: Path) -> str:
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
@@ -73,9 +83,8 @@ def _format_of(path: Path) -> str:
         return "PNG"
     if name.endswith((".jpg", ".jpeg")):
         return "JPEG"
-    with path.open("rb") as handle:
-        if handle.read(132)[128:132] == b"DICM":
-            return "DICOM"
+    if has_dicom_preamble(path):
+        return "DICOM"
     suffix = path.suffix or "(none)"
     raise DataError(path, f"unsupported image format {suffix} (expected {', '.join(IMAGE_SUFFIXES)} or DICOM)")
 

@@ -609,12 +609,9 @@ def _is_dicom(path: Path) -> bool:
         return True
     if suffix in _NOT_DICOM_SUFFIXES:
         return False
-    try:
-        with path.open("rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    from bundle.transforms import has_dicom_preamble  # imported lazily: transforms pull in MONAI
+
+    return has_dicom_preamble(path)
 
 
 def read_dicom_dir(
