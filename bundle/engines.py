@@ -43,6 +43,7 @@ from monai.engines.utils import default_metric_cmp_fn
 from monai.engines.workflow import Workflow
 from torch.optim import Optimizer
 
+from bundle.distributed import all_reduce_gradients, all_reduce_mean, broadcast_modules, is_distributed
 from bundle.losses import ADVERSARIAL_LOSSES, discriminator_loss, generator_loss, rotate_batch, rotation_loss
 
 __all__ = ["EMIXERTrainer", "prepare_emixer_batch", "fake_label_indices", "BATCH_KEYS", "LOSS_KEYS"]
@@ -159,6 +160,10 @@ class EMIXERTrainer(Trainer):
             on other devices, which run in fp32.
         amp_kwargs: arguments of ``torch.autocast`` (e.g. ``{"dtype": torch.bfloat16}``).
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        distributed: data-parallel over a ``torch.distributed`` process group (torchrun): rank 0's weights are
+            broadcast at construction, gradients averaged after each backward and the logged losses averaged
+            over the processes (see :mod:`bundle.distributed` for why not DDP wrappers). None = on when a
+            process group of more than one process is initialised.
         epoch_length, non_blocking, prepare_batch, iteration_update, key_train_metric, additional_metrics,
         metric_cmp_fn, train_handlers, event_names, event_to_attr, to_kwargs: as in ``monai.engines.Trainer``.
     """
@@ -209,6 +214,7 @@ class EMIXERTrainer(Trainer):
         optim_set_to_none: bool = True,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss={adversarial_loss!r} is not one of {ADVERSARIAL_LOSSES}")
@@ -268,6 +274,17 @@ class EMIXERTrainer(Trainer):
             d for d in (image_discriminator, report_discriminator, joint_discriminator) if d is not None
         ]
         self._d_params = [p for d in self._discriminators for p in d.parameters() if p.requires_grad]
+
+        self.distributed = is_distributed() if distributed is None else bool(distributed)
+        if self.distributed:  # every process starts from rank 0's weights (before the EMA copy is taken)
+            broadcast_modules([generator, report_decoder, *self._discriminators])
+        self._g_step_params = [
+            p
+            for opt in (g_optimizer, f_optimizer)
+            if opt is not None
+            for group in opt.param_groups
+            for p in group["params"]
+        ]
 
         self.ema_decay, self.ema_start = ema_decay, int(ema_start)
         self.ema_generator: nn.Module | None = None
@@ -391,6 +408,8 @@ class EMIXERTrainer(Trainer):
             if d_total.requires_grad:
                 engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
                 engine.d_scaler.scale(d_total).backward()
+                if engine.distributed:
+                    all_reduce_gradients(engine._d_params)
                 engine.d_scaler.step(engine.d_optimizer)
                 engine.d_scaler.update()
 
@@ -425,6 +444,8 @@ class EMIXERTrainer(Trainer):
                 engine.f_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             if g_total.requires_grad:
                 engine.g_scaler.scale(g_total).backward()
+                if engine.distributed:
+                    all_reduce_gradients(engine._g_step_params)
                 engine.g_scaler.step(engine.g_optimizer)
                 if engine.f_optimizer is not None:
                     engine.g_scaler.step(engine.f_optimizer)
@@ -434,7 +455,10 @@ class EMIXERTrainer(Trainer):
         engine.update_ema()
 
         keys = [key for key in LOSS_KEYS if key in terms]
-        values = torch.stack([terms[key] for key in keys]).tolist()  # the iteration's only host sync
+        stacked = torch.stack([terms[key] for key in keys])
+        if engine.distributed:  # log the global batch's losses; a NaN anywhere stops every rank together
+            stacked = all_reduce_mean(stacked)
+        values = stacked.tolist()  # the iteration's only host sync
         return dict(zip(keys, values))
 
     def _image_d_loss(

@@ -14,43 +14,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.checkpoints import checkpoint_iteration, latest_checkpoint
+from tests.tiny import TINY, TRAIN_CONFIGS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "demo.json")]
-# Tiny on top of the demo: 32 px, few channels, small text layers, batches of 4, 2 iterations per epoch.
-TINY = {
-    "image_size": 32,
-    "base_channels": 8,
-    "attention_resolution": 16,
-    "joint_base_channels": 4,
-    "label_embed_dim": 16,
-    "latent_dim": 40,
-    "encoder_features": 32,
-    "word_embed_dim": 16,
-    "text_hidden": 24,
-    "text_mlp_hidden": 16,
-    "max_sentences": 4,
-    "max_words": 12,
-    "batch_size": 4,
-    "num_workers": 0,
-    "max_epochs": 1,
-    "epoch_length": 2,
-    "save_interval": 1,
-    "sample_interval": 2,
-    "log_interval": 1,
-    "num_threads": 1,
-}
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scripts.prepare_data import prepare_data
-
-    out = tmp_path_factory.mktemp("embedded")
-    prepare_data(
-        source="embedded", out_dir=str(out), num_items=24, report_source="grammar", use_real_masks=False, image_size=64
-    )
-    return out
+CONFIGS = TRAIN_CONFIGS
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +91,10 @@ def test_latest_checkpoint_is_the_last_written(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == ""
     (tmp_path / "notes.pt").write_bytes(b"")  # not a checkpoint_*.pt file
     assert latest_checkpoint(tmp_path) == ""
-    files = {name: tmp_path / name for name in ("checkpoint_iteration=90.pt", "checkpoint_iteration=100.pt",
-                                                  "checkpoint_final.pt")}
+    files = {
+        name: tmp_path / name
+        for name in ("checkpoint_iteration=90.pt", "checkpoint_iteration=100.pt", "checkpoint_final.pt")
+    }
     for i, (name, path) in enumerate(files.items()):
         path.write_bytes(b"")
         os.utime(path, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
