@@ -15,7 +15,7 @@ Intensity conventions:
   Sequence, else the first Window Center / Width), then [0, 1] over the output range of that step (the
   window's output range, the VOI LUT's value range, or without VOI the range ``Bits Stored`` allows through
   the modality LUT); MONOCHROME1 is inverted so that bone is bright.
-- NIfTI: min-max to [0, 1] (a NIfTI has no display range).
+- NIfTI: the header's display range (`cal_min`..`cal_max`) when set, else min-max to [0, 1].
 
 NIfTI orientation: a radiograph has no anatomical 3D frame, so the NIfTI affine is ignored and the voxel
 index convention of MONAI / ITK 2D images is used: voxel axis 0 is the image's horizontal axis (column,
@@ -210,13 +210,18 @@ def _read_dicom(path: Path, voi_lut: bool) -> tuple[np.ndarray, dict]:
     return image.astype(np.float32), meta
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
-    """A 2-D (or 3-D with one singleton axis) NIfTI as ``[rows, columns]``: voxel axis 1 down, axis 0 across."""
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, dict]:
+    """A 2-D (or 3-D with one singleton axis) NIfTI as ``[rows, columns]``: voxel axis 1 down, axis 0 across.
+
+    Also returns the header's display range (``cal_min``, ``cal_max``) when it is set, else None.
+    """
     from monai.data import NibabelReader
 
     try:
         reader = NibabelReader(as_closest_canonical=False)
-        data, _ = reader.get_data(reader.read(str(path)))
+        nifti = reader.read(str(path))
+        header = nifti.header
+        data, _ = reader.get_data(nifti)
     except Exception as err:  # nibabel's ImageFileError, gzip EOFError / zlib errors for truncated files
         raise DataError(path, f"corrupt or unreadable NIfTI: {type(err).__name__}: {err}") from err
     data = np.asarray(data)
@@ -226,7 +231,9 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     if data.ndim not in (2, 3) or len(axes) != 2:
         raise DataError(path, f"NIfTI must be 2-D, or 3-D with one singleton axis; got shape {data.shape}")
     data = data.reshape(data.shape[axes[0]], data.shape[axes[1]])
-    return np.ascontiguousarray(data.T).astype(np.float32), {"format": "NIfTI", "mode": str(data.dtype)}
+    low, high = (float(header[key]) for key in ("cal_min", "cal_max"))
+    display = (low, high) if np.isfinite([low, high]).all() and high > low else None
+    return np.ascontiguousarray(data.T).astype(np.float32), display, {"format": "NIfTI", "mode": str(data.dtype)}
 
 
 def _check_not_constant(path: Path, pixels: np.ndarray) -> None:
@@ -249,15 +256,18 @@ def read_cxr(path: str | PathLike, voi_lut: bool = True) -> tuple[np.ndarray, di
     if kind == "DICOM":
         image, meta = _read_dicom(path, voi_lut)
     else:
+        display = None
         if kind == "NIfTI":
-            pixels, meta = _read_nifti(path)
+            pixels, display, meta = _read_nifti(path)
             white = None
         else:
             pixels, white, meta = _read_pil(path)
         if not np.all(np.isfinite(pixels)):
             raise DataError(path, "image has NaN or infinite values")
         _check_not_constant(path, pixels)
-        if white is None:  # no nominal range: stretch min..max
+        if display is not None:  # the header's cal_min..cal_max is the display range
+            pixels, white = pixels - display[0], display[1] - display[0]
+        elif white is None:  # no nominal range: stretch min..max
             pixels = pixels - pixels.min()
             white = float(pixels.max())
         image = np.clip(pixels / white, 0.0, 1.0).astype(np.float32)
