@@ -1,0 +1,188 @@
+"""Bundle inference (configs/inference.json): conditioning choices, per-sample seeds, paired output that loads
+back as a training source, byte-identical reruns, no overwrite, resume, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from bundle.data.errors import DataError
+from bundle.inference import SEED_STRIDE, conditioning_items, sample_latents, training_label_rows
+from tests.tiny import CONFIG_DIR, TINY, TRAIN_CONFIGS
+
+CLASSES = ["No Finding", "Cardiomegaly", "Edema"]
+INFER_CONFIGS = [str(CONFIG_DIR / "inference.json"), str(CONFIG_DIR / "demo.json")]
+
+
+# ------------------------------------------------------------------------------------------------ conditioning
+def test_labels_drawn_from_the_training_distribution_are_training_rows() -> None:
+    rows = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 0]], dtype=np.float32)
+    items = conditioning_items("train", 200, CLASSES, rows, seed=3)
+    drawn = np.stack([item["labels"].numpy() for item in items])
+    assert {tuple(r) for r in drawn} == {tuple(r) for r in rows}  # every row, nothing else
+    assert abs(drawn[:, 1].mean() - 2 / 3) < 0.1  # co-occurrence and prevalence follow the rows
+    assert [item["sample_index"] for item in items] == list(range(200))
+    assert items[5]["seed"] == 3 * SEED_STRIDE + 5
+    again = conditioning_items(None, 200, CLASSES, lambda: rows, seed=3)
+    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(items, again))
+
+
+def test_per_class_and_explicit_label_sets() -> None:
+    per_class = conditioning_items("per_class", 2, CLASSES)
+    assert [item["labels"].tolist() for item in per_class] == [[1, 0, 0]] * 2 + [[0, 1, 0]] * 2 + [[0, 0, 1]] * 2
+    explicit = conditioning_items([["Cardiomegaly", "Edema"], [0, 0, 1], []], 1, CLASSES)
+    assert [item["labels"].tolist() for item in explicit] == [[0, 1, 1], [0, 0, 1], [0, 0, 0]]
+    with pytest.raises(ValueError, match=r"unknown label\(s\) \['Cardiomegally'\]"):
+        conditioning_items([["Cardiomegally"]], 1, CLASSES)
+    with pytest.raises(ValueError, match="has 2 values; the model has 3 classes"):
+        conditioning_items([[1, 0]], 1, CLASSES)
+    with pytest.raises(ValueError, match="'train', 'per_class'"):
+        conditioning_items("everything", 1, CLASSES)
+    with pytest.raises(ValueError, match="need train_labels"):
+        conditioning_items("train", 1, CLASSES)
+
+
+def test_training_label_rows_check_the_class_names(tmp_path: Path) -> None:
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"class_names": CLASSES, "training": [{"labels": [0, 1, 0]}, {"labels": [1, 0, 0]}]}))
+    assert training_label_rows(path, CLASSES).tolist() == [[0, 1, 0], [1, 0, 0]]
+    with pytest.raises(DataError, match="do not match the model's"):
+        training_label_rows(path, ["No Finding", "Edema", "Cardiomegaly"])
+    with pytest.raises(DataError, match="missing label source"):
+        training_label_rows(tmp_path / "absent.json", CLASSES)
+
+
+def test_a_latent_depends_on_its_seed_alone() -> None:
+    together = sample_latents([11, 12, 13], 20)
+    assert torch.equal(together[1], sample_latents([12], 20)[0])
+    assert not torch.equal(together[0], together[1])
+    truncated = sample_latents(range(50), 20, truncation=0.5)
+    assert truncated.abs().max() <= 0.5 and truncated.std() > 0.2
+
+
+# ------------------------------------------------------------------------------------------------ the workflow
+@pytest.fixture(scope="module")
+def trained(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny training run's output folder (models/checkpoint_final.pt)."""
+    output_dir = tmp_path_factory.mktemp("trained")
+    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
+    flow.initialize()
+    flow.run()
+    flow.finalize()
+    return output_dir
+
+
+def infer(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
+    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "batch_size": 4, **overrides}
+    flow = ConfigWorkflow(config_file=INFER_CONFIGS, logging_file=False, workflow_type="infer", **settings)
+    flow.initialize()
+    assert flow.check_properties() == []
+    flow.run()
+    flow.finalize()
+    return flow
+
+
+def causes(error: BaseException) -> str:
+    """The messages of an error and of everything that caused it (MONAI wraps errors raised inside configs)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    return "\n".join(messages)
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_inference_writes_pairs_that_load_back_as_a_training_source(
+    dataset_dir: Path, trained: Path, tmp_path: Path
+) -> None:
+    from scripts.prepare_data import prepare_data
+
+    flow = infer(dataset_dir, trained, num_samples=6, generated_dir=str(tmp_path / "gen"))
+    generated = tmp_path / "gen"
+    datalist = json.loads((generated / "datalist.json").read_text())
+    class_names = json.loads((dataset_dir / "datalist.json").read_text())["class_names"]
+    assert datalist["class_names"] == class_names and len(datalist["training"]) == 6
+    train_rows = {tuple(item["labels"]) for item in json.loads((dataset_dir / "datalist.json").read_text())["training"]}
+    assert all(tuple(item["labels"]) in train_rows for item in datalist["training"])  # default: training labels
+    for item in datalist["training"]:
+        image = generated / item["image"]
+        assert image.suffix == ".png" and image.is_file() and item["report"].strip()
+        assert len(item["report_labels"]) == len(class_names)
+    assert flow.evaluator.state.iteration == 2  # 6 samples in batches of 4
+
+    # The generated folder is a source like any other: prepare_data reads its manifest into a training datalist.
+    summary = prepare_data(
+        source="csv",
+        data_dir=str(generated / "manifest.csv"),
+        out_dir=str(tmp_path / "again"),
+        split="random",
+        min_count=1,
+    )
+    again = json.loads((tmp_path / "again" / "datalist.json").read_text())
+    assert sum(len(again[s]) for s in ("training", "validation", "test")) == 6 and summary["excluded"]["skipped"] == 0
+    loaded = {Path(item["image"]).name: item["labels"] for s in ("training", "validation", "test") for item in again[s]}
+    for item in datalist["training"]:
+        assert loaded[Path(item["image"]).name] == item["labels"]
+
+
+def test_same_seed_same_bytes_whatever_the_batch_size(dataset_dir: Path, trained: Path, tmp_path: Path) -> None:
+    common = {"num_samples": 1, "labels": "per_class", "seed": 7}
+    infer(dataset_dir, trained, generated_dir=str(tmp_path / "a"), **common)
+    infer(dataset_dir, trained, generated_dir=str(tmp_path / "b"), **{**common, "batch_size": 3})
+    infer(dataset_dir, trained, generated_dir=str(tmp_path / "c"), **{**common, "seed": 8})
+    a, b, c = (files(tmp_path / name) for name in "abc")
+    images = [name for name in a if name.startswith("images/")]
+    assert len(images) == 7
+    assert all(a[name] == b[name] for name in images) and all(a[n] == b[n] for n in a if n.startswith("reports/"))
+    assert any(a[name] != c[name] for name in images)  # another seed, other samples
+
+
+def test_no_overwrite_then_resume_after_an_interruption(dataset_dir: Path, trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    infer(dataset_dir, trained, num_samples=6, generated_dir=str(out))
+    complete = files(out)
+    with pytest.raises(RuntimeError) as error:
+        infer(dataset_dir, trained, num_samples=6, generated_dir=str(out))
+    assert f"output folder {out} is not empty" in causes(error.value) and "resume=True" in causes(error.value)
+
+    # Interrupted after the first batch: the progress log has 4 samples, sample 5's image is gone.
+    lines = (out / "progress.jsonl").read_text().splitlines(keepends=True)
+    (out / "progress.jsonl").write_text("".join(lines[:4]) + lines[4][:20])  # and a torn last line
+    for name in ("manifest.csv", "datalist.json", "index.html", "images/syn_000005.png", "reports/syn_000005.txt"):
+        (out / name).unlink()
+    flow = infer(dataset_dir, trained, num_samples=6, generated_dir=str(out), resume=True)
+    assert flow.evaluator.state.iteration == 1  # only the 2 missing samples were drawn
+    resumed = files(out)
+    assert {n: b for n, b in resumed.items() if n != "progress.jsonl"} == {
+        n: b for n, b in complete.items() if n != "progress.jsonl"
+    }
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(dataset_dir: Path, trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception) as error:
+        infer(dataset_dir, trained, base_channels=4, generated_dir=str(tmp_path / "gen"))
+    assert "checkpoint_final.pt: weights do not fit the configured generator" in causes(error.value)
+    with pytest.raises(Exception) as error:
+        infer(dataset_dir, tmp_path / "untrained", generated_dir=str(tmp_path / "gen2"))
+    assert "model.pt: missing checkpoint" in causes(error.value)
+
+
+def test_inference_and_train_configs_define_the_same_networks() -> None:
+    train, inference = ConfigParser(), ConfigParser()
+    train.read_config(str(CONFIG_DIR / "train.json"))
+    inference.read_config(str(CONFIG_DIR / "inference.json"))
+    for key in ("network_def", "report_decoder_def"):
+        expected = {k: v for k, v in train[key].items() if k != "pretrained_encoder_path"}
+        assert inference[key] == expected, key
+        for ref in (v[1:] for v in expected.values() if isinstance(v, str) and v.startswith("@")):
+            if ref not in ("num_classes", "vocab_size"):
+                assert inference[ref] == train[ref], ref
