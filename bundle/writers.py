@@ -452,7 +452,7 @@ class PairedDatasetWriter:
 
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise NotADirectoryError(f"{self.out_dir} exists and is not a folder")
-        if self.out_dir.is_dir() and any(self.out_dir.iterdir()):
+        if self.out_dir.is_dir() and self._has_content():
             if overwrite:
                 self._clear_own_files()
             elif resume:
@@ -469,6 +469,14 @@ class PairedDatasetWriter:
     @property
     def progress_path(self) -> Path:
         return self.out_dir / self.PROGRESS
+
+    def _has_content(self) -> bool:
+        """Whether ``out_dir`` holds anything but this writer's empty ``images/`` and ``reports/`` folders (which
+        a writer that never wrote leaves behind)."""
+        for entry in self.out_dir.iterdir():
+            if not (entry.name in (self.IMAGES, self.REPORTS) and entry.is_dir() and not any(entry.iterdir())):
+                return True
+        return False
 
     def _clear_own_files(self) -> None:
         """Delete only what this writer creates."""

@@ -18,3 +18,19 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny import make_tiny_dataset
 
     return make_tiny_dataset(tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture(scope="session")
+def trained(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output folder of a tiny training run on ``dataset_dir`` (models/checkpoint_final.pt)."""
+    from monai.bundle import ConfigWorkflow
+
+    from tests.tiny import TINY, TRAIN_CONFIGS
+
+    output_dir = tmp_path_factory.mktemp("trained")
+    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
+    flow.initialize()
+    flow.run()
+    flow.finalize()
+    return output_dir

@@ -41,8 +41,15 @@ TINY_DEF = {
     "growth_rate": 8,
     "block_config": [2, 2, 2],
 }
-TINY = {"classifier_def": TINY_DEF, "batch_size": 16, "num_workers": 0, "num_threads": 1, "image_size": 64,
-        "learning_rate": 3e-3, "log_interval": 1}
+TINY = {
+    "classifier_def": TINY_DEF,
+    "batch_size": 16,
+    "num_workers": 0,
+    "num_threads": 1,
+    "image_size": 64,
+    "learning_rate": 3e-3,
+    "log_interval": 1,
+}
 EASY_FINDINGS = ("Cardiomegaly", "Support Devices", "Edema")
 
 
@@ -53,8 +60,18 @@ def split_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from scripts.prepare_data import prepare_data
 
     out = tmp_path_factory.mktemp("embedded_split")
-    prepare_data(source="embedded", out_dir=str(out), num_items=120, report_source="grammar", use_real_masks=False,
-                 image_size=64, split="random", val_fraction=0.15, test_fraction=0.25, quiet=True)
+    prepare_data(
+        source="embedded",
+        out_dir=str(out),
+        num_items=120,
+        report_source="grammar",
+        use_real_masks=False,
+        image_size=64,
+        split="random",
+        val_fraction=0.15,
+        test_fraction=0.25,
+        quiet=True,
+    )
     return out
 
 
@@ -91,8 +108,9 @@ def test_config_trains_saves_best_and_reloads(split_dataset: Path, tmp_path: Pat
     assert {"train_loss", "val_auroc"} <= set(scalars)
 
     # Rebuilt from the same configs: the saved weights, the datalist's class names, the same predictions.
-    network = load_classifier(dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64,
-                              classifier_def=TINY_DEF)
+    network = load_classifier(
+        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_DEF
+    )
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert all(torch.equal(network.state_dict()[k], v) for k, v in saved.items())
     class_names = json.loads((split_dataset / "datalist.json").read_text())["class_names"]
@@ -122,8 +140,9 @@ def test_classifier_learns_the_easy_findings(split_dataset: Path, tmp_path: Path
     flow = workflow(split_dataset, tmp_path, max_epochs=10, log_interval=1000)
     flow.run()
     flow.finalize()
-    network = load_classifier(dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64,
-                              classifier_def=TINY_DEF)
+    network = load_classifier(
+        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_DEF
+    )
     items = load_decathlon_datalist(split_dataset / "datalist.json", data_list_key="test", base_dir=split_dataset)
     out = predict(network, items, transform=flow.parser.get_parsed_content("validate#preprocessing"))
     scores = auroc_per_class(out["probs"], out["labels"], network.class_names)["auroc"]
@@ -193,8 +212,11 @@ def test_auroc_per_class_matches_sklearn_and_skips_constant_classes() -> None:
     probs = np.clip(labels * 0.3 + rng.random((40, 4)) * 0.7, 0, 1)
     names = ["No Finding", "Cardiomegaly", "Pneumothorax", "Edema"]
     result = auroc_per_class(torch.from_numpy(probs), torch.from_numpy(labels), names)
-    expected = [roc_auc_score(labels[:, 0], probs[:, 0]), roc_auc_score(labels[:, 1], probs[:, 1]),
-                roc_auc_score(labels[3:, 3], probs[3:, 3])]
+    expected = [
+        roc_auc_score(labels[:, 0], probs[:, 0]),
+        roc_auc_score(labels[:, 1], probs[:, 1]),
+        roc_auc_score(labels[3:, 3], probs[3:, 3]),
+    ]
     assert result["auroc"]["No Finding"] == pytest.approx(expected[0])
     assert result["auroc"]["Cardiomegaly"] == pytest.approx(expected[1])
     assert result["auroc"]["Edema"] == pytest.approx(expected[2])

@@ -57,8 +57,9 @@ def test_ctr_measured_from_rendered_masks():
     for seed in range(6):
         for cardiomegaly in (False, True):
             spec = {"Cardiomegaly": {}} if cardiomegaly else {}
-            _, truth = render_phantom(spec, np.random.default_rng(seed), 96, patient=_upright_patient(seed),
-                                      return_masks=True)
+            _, truth = render_phantom(
+                spec, np.random.default_rng(seed), 96, patient=_upright_patient(seed), return_masks=True
+            )
             ctr = truth["ctr"]
             assert (ctr > 0.55) if cardiomegaly else (0.40 <= ctr <= 0.48), (seed, ctr)
             masks = truth["masks"]
@@ -122,7 +123,10 @@ def test_complete_spec_rejects_unknown_values():
         complete_spec({"Pleural Effusion": {"side": "middle"}}, rng)
     spec = complete_spec({"Pleural Effusion": {"side": "left"}}, rng)
     assert spec["Pleural Effusion"]["side"] == "left" and spec["Pleural Effusion"]["severity"] in (
-        "small", "moderate", "large")
+        "small",
+        "moderate",
+        "large",
+    )
 
 
 @pytest.mark.skipif(real_lung_mask_path() is None, reason="torchxrayvision's lung masks are not installed")
@@ -143,8 +147,9 @@ def test_grammar_reports_are_labelled_as_intended():
     n, agree = 300, dict.fromkeys(DEFAULT_CLASSES, 0)
     for _ in range(n):
         names = [name for name in PHANTOM_FINDINGS if rng.random() < 0.3]
-        spec = complete_spec({name: {"uncertain": bool(rng.random() < 0.2 and name != "Support Devices")}
-                              for name in names}, rng)
+        spec = complete_spec(
+            {name: {"uncertain": bool(rng.random() < 0.2 and name != "Support Devices")} for name in names}, rng
+        )
         report = compose_report(spec, rng)
         assert report["findings"] and report["impression"]
         expected, got = spec_labels(spec), label_report(report["findings"] + " " + report["impression"])
@@ -164,8 +169,10 @@ def test_grammar_cooccurrence_model():
 
 
 def test_finding_attributes_from_report_text():
-    text = ("Small left pleural effusion. Large right pneumothorax. Right upper lobe consolidation. "
-            "Moderate pulmonary edema. Mild cardiomegaly. Endotracheal tube and left PICC line in place.")
+    text = (
+        "Small left pleural effusion. Large right pneumothorax. Right upper lobe consolidation. "
+        "Moderate pulmonary edema. Mild cardiomegaly. Endotracheal tube and left PICC line in place."
+    )
     spec = finding_attributes(text, label_report(text))
     assert spec["Pleural Effusion"] == {"uncertain": False, "side": "left", "severity": "small"}
     assert spec["Pneumothorax"]["side"] == "right" and spec["Pneumothorax"]["severity"] == "large"
@@ -174,7 +181,9 @@ def test_finding_attributes_from_report_text():
     assert spec["Support Devices"]["devices"] == ["endotracheal tube", "picc"]
     hedged = "Possible bilateral pleural effusions."
     assert finding_attributes(hedged, label_report(hedged))["Pleural Effusion"] == {
-        "uncertain": True, "side": "bilateral"}
+        "uncertain": True,
+        "side": "bilateral",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -228,25 +237,30 @@ def test_refuses_to_overwrite(tmp_path):
     with pytest.raises(DataError, match="not empty"):
         make_embedded_dataset(user_data, num_items=2, image_size=32, report_source="grammar", use_real_masks=False)
     with pytest.raises(DataError, match="refusing"):
-        make_embedded_dataset(user_data, num_items=2, image_size=32, report_source="grammar", use_real_masks=False,
-                              overwrite=True)
+        make_embedded_dataset(
+            user_data, num_items=2, image_size=32, report_source="grammar", use_real_masks=False, overwrite=True
+        )
     assert (user_data / "notes.txt").read_text() == "a user's file"
 
     ours = tmp_path / "embedded"
     make_embedded_dataset(ours, num_items=4, image_size=32, report_source="grammar", use_real_masks=False)
     with pytest.raises(DataError, match="not empty"):
         make_embedded_dataset(ours, num_items=2, image_size=32, report_source="grammar", use_real_masks=False)
-    make_embedded_dataset(ours, num_items=2, image_size=32, report_source="grammar", use_real_masks=False,
-                          overwrite=True)
+    make_embedded_dataset(
+        ours, num_items=2, image_size=32, report_source="grammar", use_real_masks=False, overwrite=True
+    )
     assert len(list(ours.rglob("*.jpg"))) == 2  # the old items are gone
     assert json.loads((ours / "embedded-summary.json").read_text())["num_items"] == 2
 
 
-@pytest.mark.skipif(xrv_iu_reports_path() is None or real_lung_mask_path() is None,
-                    reason="torchxrayvision's IU reports / lung masks are not installed")
+@pytest.mark.skipif(
+    xrv_iu_reports_path() is None or real_lung_mask_path() is None,
+    reason="torchxrayvision's IU reports / lung masks are not installed",
+)
 def test_iu_reports_and_real_masks(tmp_path):
-    summary = make_embedded_dataset(tmp_path / "iu", num_items=12, image_size=32, report_source="auto",
-                                    use_real_masks=True, max_masks=30)
+    summary = make_embedded_dataset(
+        tmp_path / "iu", num_items=12, image_size=32, report_source="auto", use_real_masks=True, max_masks=30
+    )
     assert summary["report_source"] == "iu" and summary["lung_masks"] == "real"
     truth = {row["study_id"]: row for row in _rows(tmp_path / "iu" / GROUND_TRUTH_CSV)}
     assert all(row["report_id"].startswith("CXR") and row["lung_shape"] != "procedural" for row in truth.values())
@@ -266,8 +280,16 @@ def _benchmark_module():
 
 def test_learnability_small_cnn():
     """A small CNN trained on 48 px images reads the drawn findings clearly above chance (about 20 s)."""
-    result = _benchmark_module().run_benchmark(num_items=300, image_size=48, epochs=20, seed=0, test_fraction=0.3,
-                                               report_source="grammar", use_real_masks=False, verbose=False)
+    result = _benchmark_module().run_benchmark(
+        num_items=300,
+        image_size=48,
+        epochs=20,
+        seed=0,
+        test_fraction=0.3,
+        report_source="grammar",
+        use_real_masks=False,
+        verbose=False,
+    )
     assert result["mean_auroc"] >= 0.75, result
     assert result["auroc"]["Cardiomegaly"] >= 0.85 and result["auroc"]["Edema"] >= 0.85, result
     # every finding with enough test positives to measure is separated from its absence

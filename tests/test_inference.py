@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from bundle.data.errors import DataError
 from bundle.inference import SEED_STRIDE, conditioning_items, sample_latents, training_label_rows
-from tests.tiny import CONFIG_DIR, TINY, TRAIN_CONFIGS
+from tests.tiny import CONFIG_DIR, TINY
 
 CLASSES = ["No Finding", "Cardiomegaly", "Edema"]
 INFER_CONFIGS = [str(CONFIG_DIR / "inference.json"), str(CONFIG_DIR / "demo.json")]
@@ -66,18 +66,6 @@ def test_a_latent_depends_on_its_seed_alone() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the workflow
-@pytest.fixture(scope="module")
-def trained(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny training run's output folder (models/checkpoint_final.pt)."""
-    output_dir = tmp_path_factory.mktemp("trained")
-    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
-    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
-    flow.initialize()
-    flow.run()
-    flow.finalize()
-    return output_dir
-
-
 def infer(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
     settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "batch_size": 4, **overrides}
     flow = ConfigWorkflow(config_file=INFER_CONFIGS, logging_file=False, workflow_type="infer", **settings)

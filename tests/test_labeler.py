@@ -52,8 +52,10 @@ CASES = [
     ("Widened mediastinum.", {"Enlarged Cardiomediastinum": 1.0}),
     ("Mediastinal and hilar contours are normal.", {"Enlarged Cardiomediastinum": 0.0}),
     ("Possible widening of the mediastinum.", {"Enlarged Cardiomediastinum": -1.0}),
-    ("The cardiomediastinal silhouette is within normal limits.",
-     {"Enlarged Cardiomediastinum": 0.0, "Cardiomegaly": 0.0}),
+    (
+        "The cardiomediastinal silhouette is within normal limits.",
+        {"Enlarged Cardiomediastinum": 0.0, "Cardiomegaly": 0.0},
+    ),
     # Fracture
     ("Healed left rib fractures.", {"Fracture": 1.0}),
     ("No displaced fracture.", {"Fracture": 0.0}),
@@ -99,12 +101,16 @@ CASES = [
     ("The nasogastric tube has been removed.", {"Support Devices": 0.0}),
     ("Interval removal of the right IJ central line.", {"Support Devices": 0.0}),
     # scope: lists, contrast, clause breaks, pseudo-negation, alternatives
-    ("There is no focal consolidation, pleural effusion or pneumothorax.",
-     {"Consolidation": 0.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+    (
+        "There is no focal consolidation, pleural effusion or pneumothorax.",
+        {"Consolidation": 0.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0},
+    ),
     ("No effusion, but there is mild cardiomegaly.", {"Pleural Effusion": 0.0, "Cardiomegaly": 1.0}),
     ("No pneumothorax; small left pleural effusion.", {"Pneumothorax": 0.0, "Pleural Effusion": 1.0}),
-    ("Lungs are clear without consolidation, although a small effusion is present.",
-     {"Lung Opacity": 0.0, "Consolidation": 0.0, "Pleural Effusion": 1.0}),
+    (
+        "Lungs are clear without consolidation, although a small effusion is present.",
+        {"Lung Opacity": 0.0, "Consolidation": 0.0, "Pleural Effusion": 1.0},
+    ),
     ("Mild cardiomegaly without pulmonary edema.", {"Cardiomegaly": 1.0, "Edema": 0.0}),
     ("No change in the moderate right pleural effusion.", {"Pleural Effusion": 1.0}),
     ("Atelectasis or pneumonia.", {"Atelectasis": -1.0, "Pneumonia": -1.0}),
@@ -117,8 +123,10 @@ CASES = [
     # aggregation across sentences: positive > uncertain > negative
     ("Possible small effusion. Large right pleural effusion.", {"Pleural Effusion": 1.0}),
     ("No effusion. Possible effusion at the left base.", {"Pleural Effusion": -1.0}),
-    ("No pneumothorax. Heart size is normal. A left pneumothorax is present.",
-     {"Pneumothorax": 1.0, "Cardiomegaly": 0.0}),
+    (
+        "No pneumothorax. Heart size is normal. A left pneumothorax is present.",
+        {"Pneumothorax": 1.0, "Cardiomegaly": 0.0},
+    ),
 ]
 
 
@@ -241,8 +249,9 @@ def test_iu_labelling_is_fast(iu_labelled):
 
 # ---------------------------------------------------------------------------------------------- command line
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -275,8 +284,7 @@ def test_cli_jsonl(tmp_path):
     # the headerless second report has no IMPRESSION: an error naming file and line, or skipped and counted
     result = _run("--input", str(source), "--output", str(out), "--sections", "impression", "--overwrite")
     assert result.returncode != 0 and f"{source}:2: missing report section: IMPRESSION" in result.stderr
-    result = _run("--input", str(source), "--output", str(out), "--sections", "impression", "--overwrite",
-                  "--skip_bad")
+    result = _run("--input", str(source), "--output", str(out), "--sections", "impression", "--overwrite", "--skip_bad")
     assert result.returncode == 0, result.stderr
     rows = _read_csv(out)
     assert [r["id"] for r in rows] == ["s1"] and rows[0]["Cardiomegaly"] == "" and rows[0]["Pneumonia"] == "-1.0"
@@ -287,7 +295,8 @@ def test_cli_txt_folder_and_sections(tmp_path):
     folder = tmp_path / "files" / "p10" / "p10000032"
     folder.mkdir(parents=True)
     (folder / "s50414267.txt").write_text(
-        "FINAL REPORT\nINDICATION: ___ with ? pneumonia\nFINDINGS: No pneumothorax.\nIMPRESSION: Normal chest.\n")
+        "FINAL REPORT\nINDICATION: ___ with ? pneumonia\nFINDINGS: No pneumothorax.\nIMPRESSION: Normal chest.\n"
+    )
     (folder / "s53189527.txt").write_text("FINAL REPORT\nFINDINGS: Small left pleural effusion.\n")
     out = tmp_path / "labels.csv"
     assert _run("--input", str(tmp_path / "files"), "--output", str(out)).returncode == 0
@@ -296,8 +305,10 @@ def test_cli_txt_folder_and_sections(tmp_path):
     assert rows["s50414267"]["Pneumonia"] == "" and rows["s50414267"]["No Finding"] == "1.0"
     assert rows["s53189527"]["Pleural Effusion"] == "1.0"
     # "all" labels INDICATION too: "? pneumonia" is uncertain
-    assert _run("--input", str(tmp_path / "files"), "--output", str(out), "--sections", "all",
-                "--overwrite").returncode == 0
+    assert (
+        _run("--input", str(tmp_path / "files"), "--output", str(out), "--sections", "all", "--overwrite").returncode
+        == 0
+    )
     assert {r["id"]: r for r in _read_csv(out)}["s50414267"]["Pneumonia"] == "-1.0"
 
 

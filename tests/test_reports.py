@@ -63,8 +63,15 @@ IU_XML = """<?xml version="1.0" encoding="utf-8"?>
 
 def test_mimic_report_sections():
     sections = extract_sections(MIMIC_REPORT)
-    assert list(sections) == ["final report", "examination", "indication", "technique", "comparison", "findings",
-                              "impression"]
+    assert list(sections) == [
+        "final report",
+        "examination",
+        "indication",
+        "technique",
+        "comparison",
+        "findings",
+        "impression",
+    ]
     assert sections["examination"] == "CHEST (PA AND LAT)"
     assert sections["indication"] == "___ with cough, ? pneumonia"
     assert sections["findings"].startswith("There is a 1.5 cm nodule")
@@ -100,10 +107,14 @@ def test_mimic_report_selected_and_cleaned():
         ("  FINDINGS :Lungs clear.", {"findings": "Lungs clear."}),
         ("IMPRESSIONS: Normal.\nCONCLUSION: Stable.", {"impression": "Normal.\nStable."}),  # aliases, merged
         ("FINDINGS: Lungs clear. IMPRESSION: Normal.", {"findings": "Lungs clear.", "impression": "Normal."}),
-        ("History: cough\nPA AND LATERAL VIEWS OF THE CHEST:\nLungs clear.",
-         {"history": "cough", "pa and lateral views of the chest": "Lungs clear."}),
-        ("WET READ: ___ 10:30 AM  small effusion\nFINAL REPORT\nFINDINGS: Effusion.",
-         {"wet read": "___ 10:30 AM  small effusion", "final report": "", "findings": "Effusion."}),
+        (
+            "History: cough\nPA AND LATERAL VIEWS OF THE CHEST:\nLungs clear.",
+            {"history": "cough", "pa and lateral views of the chest": "Lungs clear."},
+        ),
+        (
+            "WET READ: ___ 10:30 AM  small effusion\nFINAL REPORT\nFINDINGS: Effusion.",
+            {"wet read": "___ 10:30 AM  small effusion", "final report": "", "findings": "Effusion."},
+        ),
         ("Lungs are clear. Heart size normal.", {"preamble": "Lungs are clear. Heart size normal."}),
     ],
 )
@@ -160,8 +171,10 @@ def test_headerless_report_counts_as_findings():
 
 
 def test_select_sections_errors_name_the_source():
-    with pytest.raises(DataError, match=r"^s1\.txt: missing report section: FINDINGS/IMPRESSION \(sections found: "
-                                        r"indication, comparison\)"):
+    with pytest.raises(
+        DataError,
+        match=r"^s1\.txt: missing report section: FINDINGS/IMPRESSION \(sections found: " r"indication, comparison\)",
+    ):
         select_sections(extract_sections("INDICATION: cough\nCOMPARISON: none"), source="s1.txt")
     # a wanted header with nothing under it is missing too
     with pytest.raises(DataError, match="missing report section: FINDINGS/IMPRESSION"):

@@ -61,10 +61,22 @@ def write_table(path: Path, rows: list[dict]) -> Path:
 
 #: (subject, study, [(dicom_id, view)], official split, chexpert row or None, report text or None)
 MIMIC_STUDIES = [
-    ("10000001", "50000001", [("c-lat", "LATERAL"), ("b-ap", "AP"), ("d-pa", "PA")], "train",
-     {"No Finding": "1.0"}, NORMAL),
-    ("10000002", "50000002", [("e-ap", "AP"), ("a-ap", "AP"), ("f-lat", "LL")], "train",
-     {"Pleural Effusion": "1.0", "Cardiomegaly": "-1.0"}, EFFUSION),
+    (
+        "10000001",
+        "50000001",
+        [("c-lat", "LATERAL"), ("b-ap", "AP"), ("d-pa", "PA")],
+        "train",
+        {"No Finding": "1.0"},
+        NORMAL,
+    ),
+    (
+        "10000002",
+        "50000002",
+        [("e-ap", "AP"), ("a-ap", "AP"), ("f-lat", "LL")],
+        "train",
+        {"Pleural Effusion": "1.0", "Cardiomegaly": "-1.0"},
+        EFFUSION,
+    ),
     ("11000003", "50000003", [("g-pa", "PA")], "validate", None, NORMAL),
     ("12000004", "50000004", [("h-lat", "LATERAL")], "test", {"No Finding": "1.0"}, NORMAL),
     ("12000004", "50000005", [("i-pa", "PA")], "test", {"Edema": "0.0", "Pneumothorax": ""}, EFFUSION),
@@ -236,13 +248,27 @@ def test_r2gen_annotation_iu_and_mimic_variants(tmp_path):
     write_image(images / "CXR2_IM-2/0.png", 3)
     write_image(images / "p10/p10000001/s5001/abc.jpg", 4)
     annotation = {
-        "train": [{"id": "CXR1_IM-1", "report": "The heart is normal. The lungs are clear.",
-                   "image_path": ["CXR1_IM-1/0.png", "CXR1_IM-1/1.png"], "split": "train"}],
+        "train": [
+            {
+                "id": "CXR1_IM-1",
+                "report": "The heart is normal. The lungs are clear.",
+                "image_path": ["CXR1_IM-1/0.png", "CXR1_IM-1/1.png"],
+                "split": "train",
+            }
+        ],
         "val": [
             {"id": "CXR2_IM-2", "report": "Small left effusion.", "image_path": ["CXR2_IM-2/0.png"], "split": "val"}
         ],
-        "test": [{"id": "abc", "subject_id": 10000001, "study_id": 5001, "report": "No pneumothorax.",
-                  "image_path": ["p10/p10000001/s5001/abc.jpg"], "split": "test"}],
+        "test": [
+            {
+                "id": "abc",
+                "subject_id": 10000001,
+                "study_id": 5001,
+                "report": "No pneumothorax.",
+                "image_path": ["p10/p10000001/s5001/abc.jpg"],
+                "split": "test",
+            }
+        ],
     }
     path = tmp_path / "annotation.json"
     path.write_text(json.dumps(annotation))
@@ -340,11 +366,17 @@ def test_dicom_dir_reader(tmp_path):
 
     # reports from a table keyed by SOPInstanceUID, with label columns
     (tmp_path / "s1/img1.txt").unlink()
-    table = write_table(tmp_path / "reports.csv", [
-        {"SOPInstanceUID": "1.2.3.1.1", "report": "FINDINGS: Small left pneumothorax.\nIMPRESSION: Pneumothorax.",
-         "Pneumothorax": "1"},
-        {"id": "IM0002", "report": "FINDINGS: Clear lungs.\nIMPRESSION: Normal."},
-    ])
+    table = write_table(
+        tmp_path / "reports.csv",
+        [
+            {
+                "SOPInstanceUID": "1.2.3.1.1",
+                "report": "FINDINGS: Small left pneumothorax.\nIMPRESSION: Pneumothorax.",
+                "Pneumothorax": "1",
+            },
+            {"id": "IM0002", "report": "FINDINGS: Clear lungs.\nIMPRESSION: Normal."},
+        ],
+    )
     records = read_dicom_dir(tmp_path, reports=table, views="PA,AP")
     assert "pneumothorax" in records[0]["report"].lower() and records[0]["label_record"] == {"Pneumothorax": 1.0}
     assert "clear lungs" in records[1]["report"].lower()
@@ -376,10 +408,13 @@ def test_nifti_dir_reader(tmp_path):
     records = read_nifti_dir(tmp_path)
     assert [r["subject"] for r in records] == ["a", "b"]
     assert records[0]["image"].endswith("a.nii.gz") and "effusion" in records[1]["report"].lower()
-    table = write_table(tmp_path / "r.jsonl", [
-        {"id": "a", "subject": "patient-7", "report": "FINDINGS: Mild edema.\nIMPRESSION: Edema.", "Edema": 1},
-        {"id": "b", "subject": "patient-8", "report": "FINDINGS: Clear.\nIMPRESSION: Normal."},
-    ])
+    table = write_table(
+        tmp_path / "r.jsonl",
+        [
+            {"id": "a", "subject": "patient-7", "report": "FINDINGS: Mild edema.\nIMPRESSION: Edema.", "Edema": 1},
+            {"id": "b", "subject": "patient-8", "report": "FINDINGS: Clear.\nIMPRESSION: Normal."},
+        ],
+    )
     records = read_nifti_dir(tmp_path, reports=table)
     assert [r["subject"] for r in records] == ["patient-7", "patient-8"]
     assert records[0]["label_record"] == {"Edema": 1.0}

@@ -36,7 +36,16 @@ def test_special_ids_are_fixed(tokenizer: ReportTokenizer) -> None:
 
 def test_words_lowercase_punctuation_and_final_stop(tokenizer: ReportTokenizer) -> None:
     assert tokenizer.words("The X-ray, approx. 1.5 cm (left)!") == [
-        "the", "x-ray", ",", "approx", ".", "1.5", "cm", "(", "left", ")"
+        "the",
+        "x-ray",
+        ",",
+        "approx",
+        ".",
+        "1.5",
+        "cm",
+        "(",
+        "left",
+        ")",
     ]
     assert tokenizer.words("Ｈeart normal.") == ["heart", "normal"]  # NFKC folds the full-width letter
 

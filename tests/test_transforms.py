@@ -234,8 +234,14 @@ def test_nifti_written_by_monai_loads_like_its_png(tmp_path: Path) -> None:
     image = pattern()
     Image.fromarray(image).save(tmp_path / "a.png")
     monai_image = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "a.png"))
-    SaveImage(output_dir=str(tmp_path / "out"), output_postfix="", output_ext=".nii.gz", separate_folder=False,
-              output_dtype=np.float32, print_log=False)(monai_image)
+    SaveImage(
+        output_dir=str(tmp_path / "out"),
+        output_postfix="",
+        output_ext=".nii.gz",
+        separate_folder=False,
+        output_dtype=np.float32,
+        print_log=False,
+    )(monai_image)
     np.testing.assert_allclose(load(tmp_path / "out" / "a.nii.gz").numpy(), load(tmp_path / "a.png").numpy(), atol=1e-6)
 
 
@@ -288,8 +294,11 @@ def _config(dataset_dir: Path, **overrides: object) -> ConfigParser:
 
 def _write_dataset(root: Path, shapes: list[tuple[int, int]]) -> None:
     (root / "images").mkdir(parents=True)
-    reports = ["Heart size is normal. Lungs are clear.", "Small left pleural effusion. Heart size is normal.",
-               "No pneumothorax. Lungs are clear. Heart size is normal."]
+    reports = [
+        "Heart size is normal. Lungs are clear.",
+        "Small left pleural effusion. Heart size is normal.",
+        "No pneumothorax. Lungs are clear. Heart size is normal.",
+    ]
     items = []
     for i, shape in enumerate(shapes):  # a PNG, a windowed DICOM, a NIfTI, a PNG, ...: one batch mixes formats
         image = np.roll(pattern(*shape), 3 * i, axis=1)
@@ -302,11 +311,23 @@ def _write_dataset(root: Path, shapes: list[tuple[int, int]]) -> None:
             nib.save(nib.Nifti1Image(image.T.astype(np.float32), np.eye(4)), root / name)
         labels = [0.0] * 7
         labels[i % 7] = 1.0
-        items.append({"image": name, "report": reports[i % 3], "labels": labels,
-                      "subject": str(i), "study": str(100 + i)})
-    datalist = {"class_names": ["No Finding", "Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation",
-                                "Edema", "Support Devices"],
-                "training": items, "validation": items[:1], "test": []}
+        items.append(
+            {"image": name, "report": reports[i % 3], "labels": labels, "subject": str(i), "study": str(100 + i)}
+        )
+    datalist = {
+        "class_names": [
+            "No Finding",
+            "Cardiomegaly",
+            "Pleural Effusion",
+            "Pneumothorax",
+            "Consolidation",
+            "Edema",
+            "Support Devices",
+        ],
+        "training": items,
+        "validation": items[:1],
+        "test": [],
+    }
     (root / "datalist.json").write_text(json.dumps(datalist))
     ReportTokenizer.train(reports, min_count=1).save(root / "tokenizer.json")
 

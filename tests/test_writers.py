@@ -315,6 +315,15 @@ def test_never_overwrites_and_overwrite_clears_only_own_files(tmp_path):
     assert left == ["images", "images/keep.png", "notes.txt", "reports"]
 
 
+def test_a_writer_that_never_wrote_leaves_a_folder_a_new_run_may_use(tmp_path):
+    out = tmp_path / "out"
+    PairedDatasetWriter(out, CLASSES)  # e.g. built by a config check, then the run never started
+    writer = PairedDatasetWriter(out, CLASSES)
+    writer.write_batch(*batch([0]), sample_indices=[0])
+    with pytest.raises(FileExistsError, match="not empty"):
+        PairedDatasetWriter(out, CLASSES)
+
+
 def test_resume_after_interruption(tmp_path):
     out = tmp_path / "out"
     writer = PairedDatasetWriter(out, CLASSES)

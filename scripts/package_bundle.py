@@ -1,0 +1,134 @@
+"""Build the zip the MONAI Model Zoo expects from a trained EMIXER-CXR run.
+
+    python scripts/package_bundle.py                                   # the demo run in output/demo
+    python scripts/package_bundle.py --ckpt output/models/checkpoint_final.pt \\
+        --train_configs "['configs/train.json']" --dataset_dir data/mimic --out dist/emixer_cxr.zip
+
+The zip holds one folder named after the bundle with ``configs/`` (inference.json set to the trained model's
+sizes, metadata.json, logging.conf and the training configs), ``models/`` (``model.pt``: the EMA generator and
+the report decoder; ``tokenizer.json``; ``training_labels.json``: the class names and the training label rows
+that the default conditioning draws from), the bundle's code (``bundle/``), ``scripts/``, ``docs/``,
+``LICENSE``, ``README.md`` and ``large_files.yml``. Inference runs from the unpacked folder with
+``python -m monai.bundle run --config_file configs/inference.json`` and needs no dataset. An existing zip is
+not overwritten unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path[:1]:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bundle.checkpoints import latest_checkpoint  # noqa: E402
+from bundle.data.errors import DataError  # noqa: E402
+
+CODE_DIRS = ("bundle", "scripts", "docs")
+TOP_FILES = ("LICENSE", "README.md", "large_files.yml")
+CONFIG_FILES = ("metadata.json", "logging.conf", "train.json", "demo.json", "multi_gpu_train.json")
+#: Inference networks, whose referenced sizes are copied from the training configs into the packaged inference.json.
+NETWORK_IDS = ("network_def", "report_decoder_def")
+SKIPPED_SIZES = ("num_classes", "vocab_size")  # read from models/ at inference time
+
+
+def network_sizes(inference: dict[str, Any], train_configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The values, in the training configs, of the ids that inference.json's network definitions refer to."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(train_configs)
+    parser.update(overrides)
+    sizes = {}
+    for network in NETWORK_IDS:
+        for value in inference[network].values():
+            if isinstance(value, str) and value.startswith("@") and value[1:] not in SKIPPED_SIZES:
+                sizes[value[1:]] = parser.get_parsed_content(value[1:])
+    return sizes
+
+
+def inference_weights(ckpt: str) -> dict[str, Any]:
+    """``{"generator": EMA weights (else raw), "report_decoder": ...}`` from a training checkpoint."""
+    import torch
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "report_decoder" not in checkpoint:
+        raise DataError(ckpt, "not a training checkpoint of this bundle (no 'report_decoder' weights)")
+    generator = checkpoint.get("ema_generator") or checkpoint.get("generator")
+    if generator is None:
+        raise DataError(ckpt, "checkpoint has neither 'ema_generator' nor 'generator' weights")
+    return {"generator": generator, "report_decoder": checkpoint["report_decoder"]}
+
+
+def package_bundle(
+    ckpt: str | None = None,
+    train_configs: list[str] | None = None,
+    dataset_dir: str = "data/embedded",
+    out: str | None = None,
+    name: str = "emixer_cxr",
+    overwrite: bool = False,
+    **overrides: Any,
+) -> Path:
+    """Write the Model Zoo zip and return its path. ``overrides`` are the training run's command-line overrides
+    (e.g. ``--image_size 32``) so the packaged inference config matches the trained networks."""
+    import torch
+
+    train_configs = train_configs or [
+        str(REPO_ROOT / "configs" / "train.json"),
+        str(REPO_ROOT / "configs" / "demo.json"),
+    ]
+    ckpt = ckpt or latest_checkpoint(REPO_ROOT / "output" / "demo" / "models")
+    if not ckpt or not Path(ckpt).is_file():
+        raise DataError(ckpt or "output/demo/models", "missing checkpoint: train first (python scripts/demo.py)")
+    dataset = Path(dataset_dir)
+    for needed in ("datalist.json", "tokenizer.json"):
+        if not (dataset / needed).is_file():
+            raise DataError(
+                dataset / needed,
+                "missing: the dataset the model was trained on is needed for its " "tokenizer and label distribution",
+            )
+    metadata = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
+    out_path = Path(out or REPO_ROOT / "dist" / f"{name}_v{metadata['version']}.zip")
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
+
+    inference = json.loads((REPO_ROOT / "configs" / "inference.json").read_text())
+    inference.update(network_sizes(inference, train_configs, overrides))
+    datalist = json.loads((dataset / "datalist.json").read_text())
+    labels = {
+        "class_names": datalist["class_names"],
+        "training": [{"labels": i["labels"]} for i in datalist["training"]],
+    }
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.pt"
+        torch.save(inference_weights(ckpt), weights)
+        partial = out_path.with_suffix(".zip.partial")
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for folder in CODE_DIRS:
+                for path in sorted((REPO_ROOT / folder).rglob("*")):
+                    if path.is_file() and "__pycache__" not in path.parts:
+                        archive.write(path, f"{name}/{path.relative_to(REPO_ROOT)}")
+            for file in TOP_FILES:
+                archive.write(REPO_ROOT / file, f"{name}/{file}")
+            for file in CONFIG_FILES:
+                archive.write(REPO_ROOT / "configs" / file, f"{name}/configs/{file}")
+            archive.writestr(f"{name}/configs/inference.json", json.dumps(inference, indent=4) + "\n")
+            archive.write(weights, f"{name}/models/model.pt")
+            archive.write(dataset / "tokenizer.json", f"{name}/models/tokenizer.json")
+            archive.writestr(f"{name}/models/training_labels.json", json.dumps(labels) + "\n")
+        partial.replace(out_path)
+    print(f"bundle {name} v{metadata['version']} from {ckpt}: {out_path}")
+    return out_path
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(package_bundle, serialize=lambda _: None)
