@@ -12,6 +12,17 @@ if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread avoids thread start-up and oversubscription on shared CPUs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24-study embedded dataset (grammar reports, procedural lungs, 64 px), shared by the whole session."""

@@ -129,6 +129,9 @@ def test_remove_spectral_norm_folds_weights() -> None:
     folded = remove_spectral_norm(copy.deepcopy(d))
     assert not any(has_spectral_norm(m) for m in folded.modules())
     assert torch.allclose(folded(x, labels(2)), before, atol=1e-5)
+    # Folding the copy leaves the original intact (deepcopy shares torch's parametrized classes).
+    assert any(has_spectral_norm(m) for m in d.modules())
+    assert torch.allclose(d(x, labels(2)), before, atol=1e-6)
 
 
 def test_report_discriminator_ids_equal_one_hots_and_masks_pads() -> None:

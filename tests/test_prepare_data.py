@@ -179,7 +179,7 @@ def test_write_dataset_files_paths_and_overwrite(tmp_path):
 # ------------------------------------------------------------------------------------------ prepare_data.py
 def make_table_with_bad_items(root: Path) -> Path:
     """A CSV source holding good rows and one row of each kind of bad input."""
-    images = bad_images(root)
+    bad_images(root)
     for n in range(6):
         write_image(root / f"ok{n}.png", 10 + n)
     (root / "findings_only.txt").write_text(ONLY_FINDINGS)

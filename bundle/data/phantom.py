@@ -901,8 +901,8 @@ class _Renderer:
         lines = _splat(np.concatenate(points), np.concatenate(weights), self.size)
         lines = math.sqrt(2 * math.pi) * s * ndi.gaussian_filter(lines, s)
         lines *= ndi.gaussian_filter(self.lung["right"] + self.lung["left"], 0.5)
-        self.truth["findings"]["Edema"] = {**attrs, "measured": {"haze_amplitude": round(amp, 3),
-                                                               "kerley_lines": 2 * count}}
+        measured = {"haze_amplitude": round(amp, 3), "kerley_lines": 2 * count}
+        self.truth["findings"]["Edema"] = {**attrs, "measured": measured}
         return np.clip(haze, 0, 1), lines
 
     def devices(self, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -924,7 +924,6 @@ class _Renderer:
             (plastic_w if plastic else wires_w).append(np.full(len(pix), amp * step))
             return curve[-1]
 
-        h = self.lung_height
         for device in attrs["devices"]:
             if device == "endotracheal tube":
                 tip_v = self.v_carina - rng.uniform(0.03, 0.07)

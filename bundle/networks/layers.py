@@ -17,11 +17,11 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 # The special token ids of the report tensors are the tokenizer's (docs/architecture.md, "Report tensors").
-from bundle.data.tokenizer import END as END_ID
+# END_ID / START_ID / UNK_ID are re-exported for the networks.
+from bundle.data.tokenizer import END as END_ID  # noqa: F401
 from bundle.data.tokenizer import PAD as PAD_ID
-from bundle.data.tokenizer import START as START_ID
-from bundle.data.tokenizer import UNK as UNK_ID  # noqa: F401  (re-exported for the networks)
-
+from bundle.data.tokenizer import START as START_ID  # noqa: F401
+from bundle.data.tokenizer import UNK as UNK_ID  # noqa: F401
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool = True, eps: float = 1e-6) -> nn.Module:
@@ -58,13 +58,27 @@ def has_spectral_norm(module: nn.Module) -> bool:
     return any(type(p).__name__ == "_SpectralNorm" for p in module.parametrizations["weight"])
 
 
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module a ``Parametrized<Layer>`` class of its own.
+
+    torch builds one such class per parametrized module, and ``copy.deepcopy`` shares it between the original and
+    the copy; ``remove_parametrizations`` deletes the weight property from that class, which would strip the other
+    network of its weight. A fresh class keeps the removal on this module.
+    """
+    cls = type(module)
+    namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+
+
 def remove_spectral_norm(network: nn.Module) -> nn.Module:
     """Fold every spectral-norm parametrization of ``network`` into a plain weight (in place), for export.
 
-    Call it on a copy in eval mode: the folded weight is the current ``W / sigma`` and stops updating.
+    Call it on a copy in eval mode (``copy.deepcopy`` is safe: the original keeps its spectral norm): the folded
+    weight is the current ``W / sigma`` and stops updating.
     """
     for module in network.modules():
         if has_spectral_norm(module):
+            _own_class(module)
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return network
 
