@@ -154,9 +154,11 @@ def sample_latents(seeds: Iterable[int], latent_dim: int, truncation: float | No
 
 # ------------------------------------------------------------------------------------------------ weights
 def _state(checkpoint: Mapping[str, Any], keys: Sequence[str], source: str) -> Mapping[str, torch.Tensor]:
+    """The first of ``keys`` in ``checkpoint``; a training checkpoint (it has a ``trainer`` entry) without the first
+    one gets a warning, a released ``model.pt`` (whose ``generator`` already is the EMA copy) does not."""
     for key in keys:
         if isinstance(checkpoint.get(key), Mapping):
-            if key != keys[0]:
+            if key != keys[0] and "trainer" in checkpoint:
                 logger.warning("%s has no %r weights; using %r", source, keys[0], key)
             return checkpoint[key]
     raise DataError(source, f"checkpoint has none of {list(keys)} (keys: {sorted(checkpoint)})")

@@ -2,9 +2,18 @@
 
 Examples::
 
+    python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation
+    python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation \
+        --classifier output/classifier/model.pt --max_items 2000
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --meteor False
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --clinical True
+
+``run`` is the full evaluation of a generated paired dataset (:func:`bundle.evaluation.suite.evaluate`): FID,
+MS-SSIM diversity, label agreement, report labels, memorisation audit; it writes ``<out>/metrics.json``,
+``<out>/report.md`` with figures and TensorBoard scalars, and prints the verdict. Without ``--classifier`` it first
+trains the evaluation classifier on the real training split (``configs/train_classifier.json``). The same run as a
+MONAI bundle workflow: ``python -m monai.bundle run --config_file configs/evaluate.json --real_dir ...``.
 
 ``reports`` scores generated reports (``--hypotheses``) against the real reports of the same studies
 (``--references``): both JSONL files hold one ``{"id": ..., "report": ...}`` object per line and the same ids.
@@ -32,6 +41,7 @@ if str(REPO_ROOT) not in sys.path[:1]:
 
 from bundle.data.errors import DataError  # noqa: E402
 from bundle.evaluation.clinical import clinical_efficacy  # noqa: E402
+from bundle.evaluation.suite import evaluate  # noqa: E402
 from bundle.evaluation.text_metrics import read_reports_jsonl, report_metrics  # noqa: E402
 
 
@@ -74,8 +84,55 @@ def reports(
     return metrics
 
 
+def run(
+    real: str,
+    generated: str,
+    out: str,
+    classifier: str | None = None,
+    classifier_config: str | Sequence[str] | None = None,
+    image_size: int | None = None,
+    max_items: int | None = None,
+    xrv: bool | str = "auto",
+    ms_ssim_per_set: int = 4,
+    seed: int = 0,
+    device: str | None = None,
+    skip_bad: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The full evaluation of a generated dataset against real data; print the verdict and where the report is.
+
+    Args:
+        real: real dataset folder (datalist.json with training / validation / test) or its datalist file.
+        generated: generated folder (datalist.json from the paired writer) or its datalist file.
+        out: output folder (metrics.json, memorisation.json, report.md, figures/, tensorboard/).
+        classifier: classifier checkpoint; omitted, one is trained on the real training split first.
+        classifier_config: classifier config files, e.g. "['configs/train.json','configs/train_classifier.json',
+            'my_overrides.json']".
+        image_size / max_items / xrv / ms_ssim_per_set / seed / device / skip_bad: see ``suite.evaluate``.
+        overrides: classifier config values, e.g. ``--max_epochs 5 --num_workers 0``.
+    """
+    metrics = evaluate(
+        real,
+        generated,
+        out,
+        classifier_checkpoint=classifier,
+        classifier_config=classifier_config,
+        image_size=image_size,
+        max_items=max_items,
+        xrv=xrv,
+        ms_ssim_per_set=ms_ssim_per_set,
+        seed=seed,
+        device=device,
+        skip_bad=skip_bad,
+        **overrides,
+    )
+    print(metrics["verdict"])
+    print(f"report -> {Path(out) / 'report.md'}")
+    return metrics
+
+
 #: The subcommands (fire dispatches on the first argument).
-COMMANDS = {"reports": reports}
+COMMANDS = {"reports": reports, "run": run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         fire.Fire(COMMANDS, command=list(argv) if argv is not None else None, serialize=lambda _: None)
-    except (DataError, RuntimeError) as err:  # bad input, or METEOR required without Java
+    except (DataError, FileNotFoundError, RuntimeError) as err:  # bad input, missing files, METEOR without Java
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     return 0
