@@ -97,6 +97,7 @@ def run(
     seed: int = 0,
     device: str | None = None,
     skip_bad: bool = False,
+    figures: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
     """The full evaluation of a generated dataset against real data; print the verdict and where the report is.
@@ -108,7 +109,7 @@ def run(
         classifier: classifier checkpoint; omitted, one is trained on the real training split first.
         classifier_config: classifier config files, e.g. "['configs/train.json','configs/train_classifier.json',
             'my_overrides.json']".
-        image_size / max_items / xrv / ms_ssim_per_set / seed / device / skip_bad: see ``suite.evaluate``.
+        image_size / max_items / xrv / ms_ssim_per_set / seed / device / skip_bad / figures: see ``suite.evaluate``.
         overrides: classifier config values, e.g. ``--max_epochs 5 --num_workers 0``.
     """
     metrics = evaluate(
@@ -124,6 +125,7 @@ def run(
         seed=seed,
         device=device,
         skip_bad=skip_bad,
+        figures=figures,
         **overrides,
     )
     print(metrics["verdict"])

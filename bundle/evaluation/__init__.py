@@ -1,6 +1,7 @@
 """The evaluation suite's metric library: report text metrics, clinical efficacy, image fidelity and diversity,
 and the memorisation audit. Functions take reports, feature arrays and image tensors, so they do not depend
-on which network produced the features."""
+on which network produced the features. :func:`evaluate` (``suite``) joins them into the full evaluation run and
+:func:`write_report` (``report``) writes its Markdown report."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from .memorisation import (
     ngram_overlap,
     ssim_nearest,
 )
+from .report import write_report
+from .suite import evaluate
 from .text_metrics import METRIC_KEYS, match_ids, read_reports_jsonl, report_metrics
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "NgramIndex",
     "clinical_efficacy",
     "closest_pairs_figure",
+    "evaluate",
     "fid",
     "label_f1",
     "label_reports",
@@ -36,4 +40,5 @@ __all__ = [
     "report_metrics",
     "ssim_nearest",
     "verbatim_copy_rate",
+    "write_report",
 ]

@@ -1,0 +1,660 @@
+"""The full evaluation run: a generated paired dataset against the real dataset it should resemble.
+
+:func:`evaluate` joins the metric library (EMIXER section 4 and RoentGen sections 5-7) into one run:
+
+* images of every set go through the classifier config's own preprocessing (``configs/train.json`` + ``
+  configs/train_classifier.json``: ``LoadCXRImaged``, resize longest side, pad, repeat channels, scale to [-1, 1]),
+  so real and generated images reach the feature networks exactly as the classifier saw its training images;
+* the classifier is the given checkpoint, or one trained here by that same config on the real training split;
+* fidelity: FID on the classifier's pooled features (and on torchxrayvision's when its weights are on this
+  machine), generated vs real test, beside real validation vs real test at the same set size as the reference;
+* diversity: MS-SSIM between generated images that share a conditioning label set;
+* label agreement: classifier AUROC of generated images against their conditioning labels, beside the same on
+  the real test split, and their ratio;
+* reports: label F1 of generated reports against their conditioning labels, verbatim copies of training
+  reports, and BLEU / CIDEr / ROUGE-L / METEOR when the generated items carry a ``reference_report``;
+* memorisation audit (held-out = real test) on classifier features, SSIM and report n-grams.
+
+It writes ``metrics.json`` (summary), ``memorisation.json`` (per-sample audit), ``report.md`` with ``figures/``,
+and TensorBoard scalars under ``tensorboard/``. A metric that cannot be computed is an entry
+``{"skipped": reason}``, never a number.
+
+Memory: every evaluated image is kept as one grey float32 channel (64 KiB at 128 px) for SSIM and MS-SSIM;
+``max_items`` caps each set (a random subset, ``seed``) for large datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bundle.classifier import (
+    DEFAULT_CONFIGS,
+    XRVFeatures,
+    auroc_per_class,
+    load_classifier,
+    predict,
+    xrv_available,
+    xrv_weights_path,
+)
+from bundle.data.errors import DataError, SkipCounter
+
+from .clinical import label_f1, verbatim_copy_rate
+from .image_metrics import fid, ms_ssim_diversity
+from .memorisation import closest_pairs_figure, memorisation_audit
+from .report import distance_histogram_figure, label_agreement_figure, samples_figure, verdict_line, write_report
+from .text_metrics import report_metrics
+
+__all__ = [
+    "DATALIST",
+    "SPLITS",
+    "Datalist",
+    "ImageSet",
+    "classifier_configs",
+    "classifier_overrides",
+    "classifier_preprocessing",
+    "classify_images",
+    "evaluate",
+    "load_image_set",
+    "read_datalist",
+    "to_jsonable",
+    "train_classifier",
+]
+
+logger = logging.getLogger(__name__)
+
+DATALIST = "datalist.json"
+SPLITS: tuple[str, ...] = ("training", "validation", "test")
+_LABEL_VALUES = (0.0, 1.0, -1.0)
+# per-sample lists of the audit: kept in memorisation.json, left out of metrics.json
+_PER_SAMPLE_KEYS = ("generated_to_train", "heldout_to_train", "nearest_train", "overlap")
+
+
+# ------------------------------------------------------------------------------------------------ datalists
+@dataclass
+class Datalist:
+    """A project datalist read from disk: image paths resolved against ``root`` (the file's folder)."""
+
+    path: Path
+    root: Path
+    class_names: list[str]
+    splits: dict[str, list[dict]]
+
+    def items(self, splits: Sequence[str] = SPLITS) -> list[dict]:
+        return [item for split in splits for item in self.splits.get(split, [])]
+
+
+def read_datalist(path: str | PathLike, skip: SkipCounter | None = None) -> Datalist:
+    """Read a project datalist (a dataset folder holding ``datalist.json``, or the JSON file itself).
+
+    Image paths are made absolute against the file's folder (as MONAI's ``load_decathlon_datalist`` does). Every
+    item needs an ``image`` path and ``labels`` with one 1 / 0 / -1 value per class name; a bad item raises
+    :class:`DataError` naming the file, split and item, or is counted and left out when ``skip`` skips bad input.
+    """
+    skip = skip if skip is not None else SkipCounter()
+    path = Path(path)
+    file = path / DATALIST if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(file, "no datalist (expected a dataset folder with datalist.json, or a datalist .json file)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(file, f"not a readable JSON datalist ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(file, f"not a datalist: expected a JSON object, got {type(data).__name__}")
+    names = data.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DataError(file, 'missing "class_names" (a list of CheXpert class names)')
+    splits: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        if not isinstance(data.get(split, []), list):
+            raise DataError(file, f'"{split}" is not a list of items')
+        items = [item for n, item in enumerate(data.get(split, [])) if _item_ok(item, names, file, split, n, skip)]
+        splits[split] = [{**item, "image": os.path.normpath(file.parent / item["image"])} for item in items]
+    return Datalist(path=file, root=file.parent, class_names=list(names), splits=splits)
+
+
+def _item_ok(item: Any, names: Sequence[str], file: Path, split: str, n: int, skip: SkipCounter) -> bool:
+    """Whether ``item`` has an image path and a label per class; a bad one goes to ``skip`` (raises by default)."""
+    problem = None
+    if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+        problem = "no image path"
+    else:
+        labels = item.get("labels")
+        if not isinstance(labels, list) or len(labels) != len(names):
+            problem = f"labels must be a list of {len(names)} values (one per class), got {labels!r}"
+        elif any(not isinstance(v, (int, float)) or float(v) not in _LABEL_VALUES for v in labels):
+            problem = f"labels must be 1, 0 or -1, got {labels!r}"
+    if problem is None:
+        return True
+    skip.handle(DataError(file, f"bad item: {split} item {n}: {problem}"))
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ classifier
+def classifier_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
+    """The classifier's config files: ``config_file`` (one file or a list, merged in order) or the defaults
+    ``configs/train.json`` + ``configs/train_classifier.json``. Put your overrides last in a list."""
+    if config_file is None:
+        return list(DEFAULT_CONFIGS)
+    files = [config_file] if isinstance(config_file, (str, PathLike)) else list(config_file)
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"classifier config files not found: {', '.join(missing)}")
+    return [str(f) for f in files]
+
+
+def classifier_overrides(
+    config_files: Sequence[str],
+    datalist: Datalist | None = None,
+    image_size: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Config overrides that point the classifier configs at ``datalist`` and keep images only.
+
+    The report tokenizer step is dropped from ``preprocessing_transforms`` (the classifier never reads reports),
+    so a dataset without ``tokenizer.json`` works too; ``image_size`` and ``overrides`` are applied as given.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    out: dict[str, Any] = {}
+    if "preprocessing_transforms" in parser:
+        out["preprocessing_transforms"] = [
+            t
+            for t in parser["preprocessing_transforms"]
+            if not (isinstance(t, Mapping) and str(t.get("_target_", "")).endswith("TokenizeReportd"))
+        ]
+    if datalist is not None:
+        out.update(dataset_dir=str(datalist.root), datalist_path=str(datalist.path))
+    if image_size is not None:
+        out["image_size"] = int(image_size)
+    out.update(overrides)
+    return out
+
+
+def classifier_preprocessing(config_files: Sequence[str], overrides: Mapping[str, Any]) -> Any:
+    """The classifier's evaluation preprocessing (its ``image_transforms``) as a MONAI ``Compose``."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    for key, value in overrides.items():
+        parser[key] = value
+    key = "image_transforms" if "image_transforms" in parser else "preprocessing_transforms"
+    return Compose(parser.get_parsed_content(key))
+
+
+def train_classifier(
+    config_files: Sequence[str], output_dir: str | PathLike, overrides: Mapping[str, Any]
+) -> tuple[Path, float | None]:
+    """Train the classifier with its bundle config (``python -m monai.bundle run`` in-process) into
+    ``<output_dir>/classifier/``; returns the best checkpoint (validation macro AUROC) and that AUROC.
+
+    The process's torch thread count is restored afterwards (the config may set its own)."""
+    from monai.bundle import ConfigWorkflow
+
+    settings = {**overrides, "output_dir": str(output_dir)}
+    threads = torch.get_num_threads()
+    try:
+        flow = ConfigWorkflow(config_file=list(config_files), logging_file=False, workflow_type="train", **settings)
+        flow.initialize()
+        flow.run()
+        flow.finalize()
+    finally:
+        torch.set_num_threads(threads)
+    checkpoint = Path(flow.parser.get_parsed_content("classifier_checkpoint"))
+    if not checkpoint.is_file():
+        raise RuntimeError(
+            f"{checkpoint}: classifier training kept no model; the validation macro AUROC that selects it needs a "
+            "validation split where some class has both label values"
+        )
+    best = getattr(flow.parser.get_parsed_content("validate#evaluator").state, "best_metric", None)
+    return checkpoint, (float(best) if best is not None and math.isfinite(best) else None)
+
+
+def _input_channels(network: nn.Module) -> int:
+    first = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 1
+
+
+def classify_images(
+    network: nn.Module, images: torch.Tensor, batch_size: int = 32, device: str | torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """``features`` and ``probs`` of :func:`bundle.classifier.predict` on grey ``[N, 1, H, W]`` images in [0, 1],
+    turned back into the network's input (channels repeated, [-1, 1]) one batch at a time, so only a batch is
+    ever expanded."""
+    channels = _input_channels(network)
+    parts = [
+        predict(network, chunk.expand(-1, channels, -1, -1) * 2 - 1, batch_size=batch_size, device=device)
+        for chunk in images.split(batch_size)
+    ]
+    return {key: torch.cat([p[key] for p in parts]) for key in ("features", "probs")}
+
+
+# ------------------------------------------------------------------------------------------------ image sets
+@dataclass
+class ImageSet:
+    """One evaluated set: its items, grey images ``[N, 1, H, W]`` in [0, 1], labels ``[N, K]`` and reports."""
+
+    name: str
+    items: list[dict]
+    images: torch.Tensor
+    labels: np.ndarray
+    reports: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _data_error(error: BaseException | None) -> DataError | None:
+    """The :class:`DataError` behind ``error`` (MONAI wraps transform errors in RuntimeError), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DataError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def load_image_set(
+    name: str,
+    items: Sequence[Mapping[str, Any]],
+    transform: Any,
+    skip: SkipCounter,
+    label_columns: Sequence[int] | None = None,
+) -> ImageSet:
+    """Load ``items`` through ``transform`` (output ``[C, H, W]`` in [-1, 1]); keep the first channel in [0, 1].
+
+    An unreadable image raises its :class:`DataError` (naming the file), or is counted and left out when
+    ``skip`` skips bad input. ``label_columns`` picks and orders the label columns kept.
+    """
+    kept, images = [], []
+    for item in items:
+        try:
+            data = transform(dict(item))
+        except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
+            cause = _data_error(err)
+            if cause is None:
+                raise
+            skip.handle(cause)
+            continue
+        image = torch.as_tensor(data["image"]).as_subclass(torch.Tensor).float()
+        if image.ndim != 3:
+            raise DataError(item.get("image"), f"preprocessing gave shape {tuple(image.shape)}, expected [C, H, W]")
+        images.append(((image[:1] + 1) / 2).clamp(0, 1))
+        kept.append(dict(item))
+    if not kept:
+        raise DataError(name, "no loadable images")
+    labels = np.asarray([item["labels"] for item in kept], dtype=np.float64)
+    if label_columns is not None:
+        labels = labels[:, list(label_columns)]
+    reports = [item.get("report") for item in kept]
+    has_reports = all(isinstance(r, str) for r in reports)
+    return ImageSet(name, kept, torch.stack(images), labels, reports if has_reports else None)
+
+
+def _subsample(items: list[dict], max_items: int | None, rng: np.random.Generator) -> list[dict]:
+    """A random subset of ``max_items`` items in their original order (all of them when fewer)."""
+    if max_items is None or len(items) <= max_items:
+        return items
+    keep = np.sort(rng.choice(len(items), size=int(max_items), replace=False))
+    return [items[i] for i in keep]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def _take(features: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random ``size``-row subset of ``features`` (all rows when there are no more)."""
+    if len(features) <= size:
+        return features
+    return features[torch.as_tensor(np.sort(rng.choice(len(features), size=size, replace=False)))]
+
+
+def _fid_block(features: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, Any]:
+    """FID generated vs test (all generated images), and generated vs test beside validation vs test at one
+    matched set size (FID is biased upwards for small sets, so only equal sizes compare)."""
+    gen, test, val = features["generated"], features["test"], features["validation"]
+    out: dict[str, Any] = {
+        "generated_vs_test": max(0.0, fid(test, gen)),  # float64 rounding can leave -1e-13 for equal sets
+        "num_generated": len(gen),
+        "num_test": len(test),
+        "num_validation": len(val),
+        "feature_dim": int(gen.shape[1]),
+    }
+    size = min(len(gen), len(val))
+    if size < 2:
+        out.update(matched_size=size, generated_vs_test_matched=None, validation_vs_test=None, ratio=None)
+        out["note"] = "the real validation split has fewer than 2 images: no real-vs-real reference"
+        return out
+    matched = max(0.0, fid(test, _take(gen, size, rng)))
+    reference = max(0.0, fid(test, _take(val, size, rng)))
+    out.update(
+        matched_size=size,
+        generated_vs_test_matched=matched,
+        validation_vs_test=reference,
+        ratio=matched / reference if reference > 0 else None,
+    )
+    return out
+
+
+def _label_set_name(labels: np.ndarray, class_names: Sequence[str]) -> str:
+    positives = [name for name, v in zip(class_names, labels) if v == 1]
+    unknown = [name for name, v in zip(class_names, labels) if v == -1]
+    text = "+".join(positives) or "no positive label"
+    return text + (f" (unknown: {'+'.join(unknown)})" if unknown else "")
+
+
+def _diversity(images: ImageSet, class_names: Sequence[str], per_set: int) -> dict[str, Any]:
+    """MS-SSIM diversity over the label sets with at least ``per_set`` images, or why none qualifies."""
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(images.labels):
+        groups.setdefault(_label_set_name(row, class_names), []).append(index)
+    qualifying = {key: images.images[idx[:per_set]] for key, idx in groups.items() if len(idx) >= per_set}
+    if not qualifying:
+        return {"skipped": f"no conditioning label set has {per_set} or more images ({len(groups)} sets)"}
+    try:
+        return ms_ssim_diversity(qualifying, per_set=per_set)
+    except ValueError as err:  # images smaller than the MS-SSIM window
+        return {"skipped": str(err)}
+
+
+def _reports(
+    generated: ImageSet,
+    test: ImageSet,
+    train: ImageSet,
+    class_names: Sequence[str],
+    columns: Sequence[int],
+    meteor: Any,
+) -> dict[str, Any]:
+    """Report label F1 against the conditioning labels, verbatim copies, and text metrics when references exist."""
+    if generated.reports is None:
+        return {"skipped": "the generated items carry no report text"}
+    if train.reports is None or test.reports is None:
+        return {"skipped": "the real items carry no report text"}
+    stored = [item.get("report_labels") for item in generated.items]
+    width = len(stored[0]) if isinstance(stored[0], list) else -1
+    if all(isinstance(s, list) and len(s) == width for s in stored) and width > max(columns, default=-1):
+        report_labels: Any = np.asarray(stored, dtype=np.float64)[:, list(columns)]  # the writer's labeler output
+    else:
+        report_labels = generated.reports
+    out: dict[str, Any] = {
+        "label_f1": label_f1(report_labels, generated.labels, class_names),
+        "real_test_label_f1": label_f1(test.reports, test.labels, class_names),
+        "verbatim_copy_rate": verbatim_copy_rate(generated.reports, train.reports),
+        "real_test_verbatim_copy_rate": verbatim_copy_rate(test.reports, train.reports),
+    }
+    references = [item.get("reference_report") for item in generated.items]
+    if all(isinstance(r, str) for r in references):
+        ids = [str(item.get("id", n)) for n, item in enumerate(generated.items)]
+        out["text_metrics"] = report_metrics(dict(zip(ids, references)), dict(zip(ids, generated.reports)), meteor)
+    else:
+        out["text_metrics"] = {
+            "skipped": "generated items carry no reference_report (report-decoder metrics need the trained decoder's "
+            "reports on real test images: scripts/evaluate.py reports)"
+        }
+    return out
+
+
+def _audit_summary(audit: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit without its per-sample lists (those stay in memorisation.json)."""
+    out: dict[str, Any] = {}
+    for key, value in audit.items():
+        if isinstance(value, Mapping):
+            out[key] = {k: v for k, v in value.items() if k not in _PER_SAMPLE_KEYS}
+        else:
+            out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def to_jsonable(value: Any) -> Any:
+    """``value`` with tensors / numpy values as Python numbers and lists, paths as text, NaN / inf as None."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, PathLike):
+        return str(value)
+    return value
+
+
+def _write_json(data: Any, path: Path) -> Path:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of ``metrics`` (settings, lists and missing values left out) as TensorBoard tags."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        tag = f"{prefix}{str(key).replace(' ', '_')}"
+        if key in ("settings", "figures"):
+            continue
+        if isinstance(value, Mapping):
+            out.update(_scalars(value, tag + "/"))
+        elif isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+            out[tag] = float(value)
+    return out
+
+
+def _write_tensorboard(metrics: Mapping[str, Any], log_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for tag, value in _scalars(metrics).items():
+            writer.add_scalar(tag, value, 0)
+        writer.add_text("verdict", str(metrics.get("verdict", "")), 0)
+    finally:
+        writer.close()
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def evaluate(
+    real: str | PathLike,
+    generated: str | PathLike,
+    out_dir: str | PathLike,
+    classifier_checkpoint: str | PathLike | None = None,
+    classifier_config: str | PathLike | Sequence[str | PathLike] | None = None,
+    image_size: int | None = None,
+    max_items: int | None = None,
+    xrv: bool | str = "auto",
+    ms_ssim_per_set: int = 4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 32,
+    meteor: bool | str = "auto",
+    skip_bad: bool = False,
+    figures: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Evaluate a generated paired dataset against real data; write metrics.json, report.md, figures, TensorBoard.
+
+    Args:
+        real: the real dataset folder (``datalist.json`` with training / validation / test) or its datalist file.
+        generated: the generated folder (``datalist.json`` as written by :class:`bundle.writers.PairedDatasetWriter`,
+            ``labels`` = conditioning labels) or its datalist file.
+        out_dir: output folder.
+        classifier_checkpoint: the classifier's weights; None trains one here with the classifier config on the
+            real training split (into ``<out_dir>/classifier/``).
+        classifier_config: the classifier's config files (default ``configs/train.json`` +
+            ``configs/train_classifier.json``; add your own override file last in the list).
+        image_size: evaluation (and training) image size; default the config's (128).
+        max_items: at most this many items per set (real splits and generated), a random subset drawn with ``seed``.
+        xrv: FID on torchxrayvision features too: ``"auto"`` when its weights are on this machine, ``True``
+            (required: FileNotFoundError without them) or ``False``.
+        ms_ssim_per_set: generated images per conditioning label set compared pairwise (sets with fewer are left out).
+        seed: subsets, matched-size FID and the audit's permutations.
+        device: where the networks run (default CUDA when available).
+        batch_size: images per forward pass.
+        meteor: METEOR for the report text metrics (``"auto"``: when Java is available).
+        skip_bad: count and leave out unreadable items instead of raising :class:`DataError`.
+        figures: draw the PNG figures (samples, label agreement, audit distances, closest pairs) for the report.
+        overrides: classifier config values (``max_epochs``, ``classifier_def``, ``num_workers``...), used for
+            training and for rebuilding the network.
+
+    Returns:
+        the content of ``metrics.json``.
+    """
+    if xrv not in ("auto", True, False):
+        raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rng = np.random.default_rng(seed)
+    skip = SkipCounter(skip_bad)
+    real_list = read_datalist(real, skip)
+    gen_list = read_datalist(generated, skip)
+    classes = [name for name in real_list.class_names if name in gen_list.class_names]
+    if not classes:
+        raise DataError(gen_list.path, f"no class in common with the real datalist ({real_list.class_names})")
+    real_columns = [real_list.class_names.index(name) for name in classes]
+    gen_columns = [gen_list.class_names.index(name) for name in classes]
+
+    files = classifier_configs(classifier_config)
+    settings = classifier_overrides(files, real_list, image_size, **overrides)
+    transform = classifier_preprocessing(files, settings)
+    sets: dict[str, ImageSet] = {}
+    for split in SPLITS:
+        items = _subsample(real_list.splits[split], max_items, rng)
+        if not items and split != "validation":
+            raise DataError(real_list.path, f'the "{split}" split is empty')
+        if items:
+            sets[split] = load_image_set(split, items, transform, skip, real_columns)
+        logger.info("loaded %d %s images", len(sets[split]) if items else 0, split)
+    sets["generated"] = load_image_set(
+        "generated", _subsample(gen_list.items(), max_items, rng), transform, skip, gen_columns
+    )
+    for name in ("test", "generated"):
+        if len(sets[name]) < 2:
+            raise DataError(real_list.path if name == "test" else gen_list.path, f"{name} needs at least 2 images")
+
+    trained = classifier_checkpoint is None
+    best_val = None
+    if trained:
+        logger.info(
+            "no classifier checkpoint given: training one on the real training split (%d items) with %s%s -> %s",
+            len(real_list.splits["training"]),
+            " + ".join(Path(f).name for f in files),
+            f" (max_epochs={settings['max_epochs']})" if "max_epochs" in settings else "",
+            out / "classifier",
+        )
+        classifier_checkpoint, best_val = train_classifier(files, out, settings)
+    network = load_classifier(files, classifier_checkpoint, device, **settings)
+    num_outputs = network.class_layers.out.out_features if hasattr(network, "class_layers") else None
+    if num_outputs is not None and num_outputs != len(real_list.class_names):
+        raise DataError(
+            classifier_checkpoint,
+            f"the classifier predicts {num_outputs} classes but the real datalist has {len(real_list.class_names)}",
+        )
+
+    logger.info("classifier features of %s", ", ".join(f"{len(s)} {n}" for n, s in sets.items()))
+    empty = {"features": torch.zeros(0, 1), "probs": torch.zeros(0, len(real_list.class_names))}
+    outputs = {name: classify_images(network, s.images, batch_size, device) for name, s in sets.items()}
+    outputs.setdefault("validation", empty)
+    feats = {name: o["features"] for name, o in outputs.items()}
+
+    metrics: dict[str, Any] = {"settings": {}, "fid": {"classifier": _fid_block(feats, rng)}}
+    if xrv is True or (xrv == "auto" and xrv_available()):
+        xrv_net = XRVFeatures().to(device)
+        xrv_feats = {n: classify_images(xrv_net, s.images, batch_size, device)["features"] for n, s in sets.items()}
+        xrv_feats.setdefault("validation", torch.zeros(0, xrv_net.feature_dim))
+        metrics["fid"]["xrv"] = _fid_block(xrv_feats, rng)
+    else:
+        reason = "turned off (xrv=False)" if xrv is False else f"weights not on this machine ({xrv_weights_path()})"
+        metrics["fid"]["xrv"] = {"skipped": reason}
+
+    metrics["diversity"] = {
+        "generated": _diversity(sets["generated"], classes, ms_ssim_per_set),
+        "real_test": _diversity(sets["test"], classes, ms_ssim_per_set),
+    }
+    gen_auroc = auroc_per_class(outputs["generated"]["probs"][:, real_columns], sets["generated"].labels, classes)
+    test_auroc = auroc_per_class(outputs["test"]["probs"][:, real_columns], sets["test"].labels, classes)
+    g, r = gen_auroc["macro_auroc"], test_auroc["macro_auroc"]
+    metrics["label_agreement"] = {
+        "classes": classes,
+        "generated": gen_auroc,
+        "real_test": test_auroc,
+        "ratio": g / r if g is not None and r else None,
+    }
+    metrics["reports"] = _reports(sets["generated"], sets["test"], sets["training"], classes, gen_columns, meteor)
+
+    logger.info("memorisation audit against %d training images", len(sets["training"]))
+    generated_reports = sets["generated"].reports if sets["training"].reports is not None else None
+    audit = memorisation_audit(
+        feats["generated"],
+        feats["test"],
+        feats["training"],
+        gen_images=sets["generated"].images,
+        heldout_images=sets["test"].images,
+        train_images=sets["training"].images,
+        gen_reports=generated_reports,
+        train_reports=sets["training"].reports if generated_reports is not None else None,
+        seed=seed,
+    )
+    metrics["memorisation"] = _audit_summary(audit)
+
+    figure_paths: dict[str, Path] = {}
+    if figures:
+        folder = out / "figures"
+        figure_paths = {
+            "samples": samples_figure(sets["generated"].images, sets["test"].images, folder / "samples.png"),
+            "label_agreement": label_agreement_figure(to_jsonable(metrics["label_agreement"]), folder / "labels.png"),
+            "memorisation_distances": distance_histogram_figure(audit, folder / "memorisation_distances.png"),
+            "closest_pairs": closest_pairs_figure(
+                sets["generated"].images,
+                sets["training"].images,
+                audit["closest_pairs"],
+                folder / "closest_pairs.png",
+                title="closest generated / training pairs (classifier features)",
+            ),
+        }
+    metrics["figures"] = {name: path.relative_to(out).as_posix() for name, path in figure_paths.items()}
+    metrics["settings"] = {
+        "real": str(real_list.path),
+        "generated": str(gen_list.path),
+        "classes": classes,
+        "image_size": int(sets["test"].images.shape[-1]),
+        "max_items": max_items,
+        "seed": seed,
+        "counts": {name: len(s) for name, s in sets.items()},
+        "skipped": skip.summary(),
+        "classifier": {
+            "checkpoint": str(classifier_checkpoint),
+            "trained": trained,
+            "config_files": files,
+            "best_validation_macro_auroc": best_val,
+        },
+    }
+    metrics = to_jsonable(metrics)
+    metrics["verdict"] = verdict_line(metrics)
+    _write_json(metrics, out / "metrics.json")
+    _write_json(to_jsonable(audit), out / "memorisation.json")
+    write_report(metrics, out / "report.md")
+    _write_tensorboard(metrics, out / "tensorboard")
+    logger.info("%s -> %s", metrics["verdict"], out / "report.md")
+    return metrics

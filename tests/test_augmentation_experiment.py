@@ -1,0 +1,189 @@
+"""scripts/augmentation_experiment.py end to end on tiny data: the bundle's classifier config trained for one epoch on
+real data and on real + 1x synthetic, two seeds, scored on the real test split, tables written."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bundle.classifier import DEFAULT_CONFIGS
+from bundle.data.errors import DataError
+from bundle.evaluation.suite import read_datalist
+from bundle.transforms import read_cxr
+from bundle.writers import PairedDatasetWriter
+from scripts.augmentation_experiment import label_accuracy, main, synthetic_items, write_combined_dataset
+
+TINY_CLASSIFIER = {
+    "classifier_def": {
+        "_target_": "DenseNet",
+        "spatial_dims": 2,
+        "in_channels": "@image_channels",
+        "out_channels": "@num_classes",
+        "init_features": 8,
+        "growth_rate": 8,
+        "block_config": [2, 2, 2],
+    },
+    "batch_size": 16,
+    "num_workers": 0,
+    "learning_rate": 0.003,
+    "log_interval": 1000,
+    "num_threads": 1,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """60 embedded studies (64 px) and a "generated" set: the real training images with *inverted* conditioning
+    labels, so the experiment's use of conditioning labels (not the labels read from the reports) is visible."""
+    from scripts.prepare_data import prepare_data
+
+    root = tmp_path_factory.mktemp("augmentation")
+    real = root / "real"
+    prepare_data(
+        source="embedded",
+        out_dir=str(real),
+        num_items=60,
+        report_source="grammar",
+        use_real_masks=False,
+        image_size=64,
+        split="random",
+        val_fraction=0.2,
+        test_fraction=0.3,
+        quiet=True,
+    )
+    data = json.loads((real / "datalist.json").read_text())
+    train = data["training"]
+    writer = PairedDatasetWriter(root / "generated", data["class_names"])
+    images = np.stack([read_cxr(real / item["image"])[0] for item in train])[:, None]
+    index = list(range(len(train)))
+    writer.write_batch(images, [i["report"] for i in train], 1 - np.asarray([i["labels"] for i in train]), index, index)
+    writer.finalize()
+    tiny = root / "tiny_classifier.json"
+    tiny.write_text(json.dumps(TINY_CLASSIFIER))
+    return {"root": root, "real": real, "generated": root / "generated", "configs": [*DEFAULT_CONFIGS, str(tiny)]}
+
+
+def test_experiment_trains_every_setting_and_writes_the_tables(work: dict[str, Path]) -> None:
+    out = work["root"] / "experiment"
+    configs = "[" + ",".join(repr(f) for f in work["configs"]) + "]"
+    code = main(
+        [
+            "--real",
+            str(work["real"]),
+            "--generated",
+            str(work["generated"]),
+            "--out",
+            str(out),
+            "--ks",
+            "[0, 1]",
+            "--seeds",
+            "[0, 1]",
+            "--max_epochs",
+            "1",
+            "--image_size",
+            "32",
+            "--classifier_config",
+            configs,
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "augmentation.json").read_text())
+    real = read_datalist(work["real"])
+    num_real, num_test = len(real.splits["training"]), len(real.splits["test"])
+    assert [(r["k"], r["seed"]) for r in result["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert result["settings"]["num_test"] == num_test and result["settings"]["image_size"] == 32
+
+    # The k = 1 training set: the real training split + as many synthetic items, with their conditioning labels.
+    combined = json.loads((out / "datasets" / "k_1" / "datalist.json").read_text())
+    synthetic = [item for item in combined["training"] if item["subject"].startswith("synthetic-")]
+    assert len(combined["training"]) == 2 * num_real and len(synthetic) == num_real
+    generated = {Path(i["image"]).name: i for i in read_datalist(work["generated"]).splits["training"]}
+    for item in synthetic:
+        source = generated[Path(item["image"]).name]
+        assert item["labels"] == source["labels"] != source["report_labels"]
+        assert Path(item["image"]).is_file()
+    assert combined["test"] == json.loads(json.dumps(real.splits["test"]))  # tested on the real test split only
+    assert (out / "datasets" / "k_1" / "tokenizer.json").is_file()
+    assert len(json.loads((out / "datasets" / "k_0" / "datalist.json").read_text())["training"]) == num_real
+
+    # Each run trained with its own seed and was tested; checkpoints are removed, logs kept.
+    for run in result["runs"]:
+        assert 0.0 <= run["macro_auroc"] <= 1.0 and 0.0 <= run["accuracy"] <= 1.0
+        run_dir = Path(run["run_dir"])
+        assert not (run_dir / "classifier" / "model.pt").exists()
+        assert list((run_dir / "classifier" / "tensorboard").glob("events.out.tfevents.*"))
+    seed_runs = [r for r in result["runs"] if r["k"] == 0]
+    assert seed_runs[0]["auroc"] != seed_runs[1]["auroc"]  # different seeds, different networks
+
+    for row in result["summary"]:
+        runs = [r for r in result["runs"] if r["k"] == row["k"]]
+        assert row["num_synthetic"] == (0 if row["k"] == 0 else num_real) and row["num_real"] == num_real
+        assert row["macro_auroc"]["mean"] == pytest.approx(np.mean([r["macro_auroc"] for r in runs]))
+        assert row["accuracy"]["std"] == pytest.approx(np.std([r["accuracy"] for r in runs], ddof=1))
+    baseline, augmented = result["summary"]
+    assert augmented["delta_macro_auroc"] == pytest.approx(
+        augmented["macro_auroc"]["mean"] - baseline["macro_auroc"]["mean"]
+    )
+    table = (out / "augmentation.md").read_text()
+    assert "| real | " in table and "| real + 1x synthetic | " in table
+    assert f"{baseline['macro_auroc']['mean']:.3f} ± {baseline['macro_auroc']['std']:.3f}" in table
+
+
+def test_combined_dataset_uses_all_synthetic_items_when_too_few(
+    work: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = read_datalist(work["real"])
+    pool = synthetic_items(read_datalist(work["generated"]), real.class_names)
+    with caplog.at_level(logging.WARNING):
+        folder, count = write_combined_dataset(real, pool[:5], 2.0, tmp_path / "k_2", np.random.default_rng(0))
+    assert count == 5 and "only 5 exist" in caplog.text
+    assert len(json.loads((folder / "datalist.json").read_text())["training"]) == len(real.splits["training"]) + 5
+    folder, count = write_combined_dataset(real, pool, 0.5, tmp_path / "k_half", np.random.default_rng(0))
+    assert count == round(0.5 * len(real.splits["training"]))
+
+
+def test_label_accuracy_counts_known_labels_only() -> None:
+    probs = np.array([[0.9, 0.2], [0.1, 0.8], [0.6, 0.4]])
+    labels = np.array([[1, 0], [1, -1], [0, 0]])
+    result = label_accuracy(probs, labels)
+    assert result["per_class"] == pytest.approx([1 / 3, 1.0])
+    assert result["mean"] == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_bad_settings_are_refused(work: dict[str, Path], tmp_path: Path) -> None:
+    data = json.loads((work["generated"] / "datalist.json").read_text())
+    keep = [n for n, name in enumerate(data["class_names"]) if name != "Edema"]
+    data["class_names"] = [data["class_names"][n] for n in keep]
+    for item in data["training"]:
+        item["labels"] = [item["labels"][n] for n in keep]
+    (tmp_path / "datalist.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"lacks the real classes \['Edema'\]"):
+        synthetic_items(read_datalist(tmp_path), read_datalist(work["real"]).class_names)
+    code = main(["--real", str(work["real"]), "--generated", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    with pytest.raises(ValueError, match="ks must be finite and >= 0"):
+        main(
+            [
+                "--real",
+                str(work["real"]),
+                "--generated",
+                str(work["generated"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--ks",
+                "[0, -1]",
+            ]
+        )

@@ -1,0 +1,291 @@
+"""The full evaluation run (bundle.evaluation.suite.evaluate, scripts/evaluate.py run, configs/evaluate.json) on
+tiny data: 120 embedded studies, evaluated at 32 px with a tiny DenseNet classifier trained by the run itself
+(one torch thread: on a shared 2-core machine more threads only contend).
+
+The "generated" sets are real images written through the paired writer, so the right answers are known: a copy of
+the real test split is as close to it as data gets (FID ~ 0, the real test AUROC, no memorisation), noise images
+are far, inverted conditioning labels disagree with the images, and copies of training images are memorised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bundle.classifier import DEFAULT_CONFIGS, xrv_available
+from bundle.data.errors import DataError, SkipCounter
+from bundle.evaluation.report import write_report
+from bundle.evaluation.suite import evaluate, load_image_set, read_datalist
+from bundle.transforms import read_cxr
+from bundle.writers import PairedDatasetWriter
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_CLASSIFIER = {
+    "classifier_def": {
+        "_target_": "DenseNet",
+        "spatial_dims": 2,
+        "in_channels": "@image_channels",
+        "out_channels": "@num_classes",
+        "init_features": 8,
+        "growth_rate": 8,
+        "block_config": [2, 2, 2],
+    },
+    "batch_size": 16,
+    "num_workers": 0,
+    "learning_rate": 0.003,
+    "max_epochs": 6,
+    "log_interval": 1000,
+    "num_threads": 1,
+}
+SIZE = 32
+METRIC_KEYS = {"settings", "fid", "diversity", "label_agreement", "reports", "memorisation", "figures", "verdict"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The real dataset (about 71 / 16 / 33 by patient), a tiny-classifier override config, and four generated
+    sets written by the paired writer: test copy, noise, test with inverted labels, training copy."""
+    from scripts.prepare_data import prepare_data
+
+    root = tmp_path_factory.mktemp("evaluate_run")
+    real = root / "real"
+    prepare_data(
+        source="embedded",
+        out_dir=str(real),
+        num_items=120,
+        report_source="grammar",
+        use_real_masks=False,
+        image_size=64,
+        split="random",
+        val_fraction=0.15,
+        test_fraction=0.25,
+        quiet=True,
+    )
+    tiny = root / "tiny_classifier.json"
+    tiny.write_text(json.dumps(TINY_CLASSIFIER))
+    data = json.loads((real / "datalist.json").read_text())
+    names = data["class_names"]
+
+    def write(name: str, items: list[dict], images: np.ndarray, labels: np.ndarray) -> Path:
+        writer = PairedDatasetWriter(root / name, names)
+        index = list(range(len(items)))
+        writer.write_batch(images[:, None], [i["report"] for i in items], labels, index, index)
+        writer.finalize()
+        return root / name
+
+    test, train = data["test"], data["training"]
+    test_images = np.stack([read_cxr(real / i["image"])[0] for i in test])
+    test_labels = np.asarray([i["labels"] for i in test])
+    noise = np.random.default_rng(0).uniform(0, 1, size=test_images.shape)
+    train_images = np.stack([read_cxr(real / i["image"])[0] for i in train])
+    return {
+        "root": root,
+        "real": real,
+        "configs": [*DEFAULT_CONFIGS, str(tiny)],
+        "copy": write("test_copy", test, test_images, test_labels),
+        "noise": write("noise", test, noise, test_labels),
+        "inverted": write("inverted", test, test_images, 1 - test_labels),
+        "train_copy": write("train_copy", train, train_images, np.asarray([i["labels"] for i in train])),
+    }
+
+
+@pytest.fixture(scope="module")
+def copy_run(work: dict[str, Path]) -> dict:
+    """The real-vs-real run; no checkpoint given, so it trains the classifier first."""
+    return evaluate(
+        work["real"],
+        work["copy"],
+        work["root"] / "eval_copy",
+        classifier_config=work["configs"],
+        image_size=SIZE,
+        xrv="auto",
+    )
+
+
+def checkpoint(work: dict[str, Path]) -> Path:
+    return work["root"] / "eval_copy" / "classifier" / "model.pt"
+
+
+def test_real_copy_run_writes_metrics_report_figures_and_tensorboard(work: dict[str, Path], copy_run: dict) -> None:
+    out = work["root"] / "eval_copy"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics) and metrics["verdict"] == copy_run["verdict"]
+    settings = metrics["settings"]
+    assert settings["classifier"]["trained"] and Path(settings["classifier"]["checkpoint"]) == checkpoint(work)
+    assert checkpoint(work).is_file()
+    num_test = len(read_datalist(work["real"]).splits["test"])
+    assert settings["counts"]["generated"] == settings["counts"]["test"] == num_test
+    assert settings["image_size"] == SIZE
+
+    # Real vs itself: FID ~ 0, label agreement exactly the real test's, no memorisation flag.
+    fid = metrics["fid"]["classifier"]
+    assert fid["generated_vs_test"] < 1e-6 and fid["validation_vs_test"] > 0
+    agreement = metrics["label_agreement"]
+    assert agreement["generated"]["macro_auroc"] == pytest.approx(agreement["real_test"]["macro_auroc"], abs=1e-6)
+    assert agreement["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["memorisation"]["flag"] is False
+    assert "generated_to_train" not in metrics["memorisation"]["features"]  # per-sample lists live elsewhere
+    audit = json.loads((out / "memorisation.json").read_text())
+    assert len(audit["features"]["generated_to_train"]) == settings["counts"]["generated"]
+    if xrv_available():
+        assert metrics["fid"]["xrv"]["generated_vs_test"] < 1e-3
+    else:  # never a silent 0
+        assert "weights not on this machine" in metrics["fid"]["xrv"]["skipped"]
+    assert "reference_report" in metrics["reports"]["text_metrics"]["skipped"]
+    assert metrics["reports"]["verbatim_copy_rate"] == metrics["reports"]["real_test_verbatim_copy_rate"]
+
+    for name, relative in metrics["figures"].items():
+        assert (out / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "report.md").read_text()
+    assert metrics["verdict"] in report and "## Memorisation audit" in report and "## Label agreement" in report
+    assert all(f"]({relative})" in report for relative in metrics["figures"].values())
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    scalars = EventAccumulator(str(events[0])).Reload().Scalars("fid/classifier/generated_vs_test")
+    assert len(events) == 1 and scalars[0].value == pytest.approx(fid["generated_vs_test"], abs=1e-6)
+
+
+def test_fid_separates_noise_through_the_command_line(work: dict[str, Path], copy_run: dict) -> None:
+    from scripts.evaluate import main
+
+    out = work["root"] / "eval_noise"
+    configs = "[" + ",".join(repr(f) for f in work["configs"]) + "]"
+    code = main(
+        [
+            "run",
+            "--real",
+            str(work["real"]),
+            "--generated",
+            str(work["noise"]),
+            "--out",
+            str(out),
+            "--classifier",
+            str(checkpoint(work)),
+            "--classifier_config",
+            configs,
+            "--image_size",
+            str(SIZE),
+            "--figures",
+            "False",
+        ]
+    )
+    assert code == 0
+    noise = json.loads((out / "metrics.json").read_text())["fid"]["classifier"]
+    copy = copy_run["fid"]["classifier"]
+    assert noise["validation_vs_test"] == pytest.approx(copy["validation_vs_test"])  # same real data, same network
+    # Noise is several times further from real test images than other real images are; the copy is nearer.
+    assert noise["ratio"] > 3 > 1 > copy["ratio"]
+    assert noise["generated_vs_test_matched"] > 5 * copy["generated_vs_test_matched"]
+
+
+def test_label_agreement_drops_for_wrong_conditioning_labels(work: dict[str, Path], copy_run: dict) -> None:
+    metrics = evaluate(
+        work["real"],
+        work["inverted"],
+        work["root"] / "eval_inverted",
+        checkpoint(work),
+        classifier_config=work["configs"],
+        image_size=SIZE,
+        figures=False,
+    )
+    right, wrong = copy_run["label_agreement"], metrics["label_agreement"]
+    assert right["real_test"]["macro_auroc"] > 0.55  # the tiny classifier learnt something
+    # Same images, every label flipped: each class's AUROC becomes 1 - AUROC.
+    for name, value in right["generated"]["auroc"].items():
+        if value is not None:
+            assert wrong["generated"]["auroc"][name] == pytest.approx(1 - value, abs=1e-6)
+    assert wrong["ratio"] < 0.7 < 0.99 < right["ratio"]
+    # The reports still state the true findings, so they disagree with the inverted labels too.
+    assert copy_run["reports"]["label_f1"]["mean_f1"] > 0.8 > 0.3 > metrics["reports"]["label_f1"]["mean_f1"]
+
+
+def test_memorisation_audit_flags_training_copies(work: dict[str, Path], copy_run: dict) -> None:
+    out = work["root"] / "eval_train_copy"
+    metrics = evaluate(
+        work["real"],
+        work["train_copy"],
+        out,
+        checkpoint(work),
+        classifier_config=work["configs"],
+        image_size=SIZE,
+        figures=False,
+    )
+    audit = metrics["memorisation"]
+    assert audit["flag"] is True and audit["features"]["flag"] and audit["ssim"]["flag"]
+    assert audit["verdict"].startswith("MEMORISATION SUSPECTED") and "MEMORISATION SUSPECTED" in metrics["verdict"]
+    assert audit["closest_pairs"][0]["ssim"] > 0.99
+    assert metrics["reports"]["verbatim_copy_rate"] == 1.0
+    assert "MEMORISATION SUSPECTED" in (out / "report.md").read_text()
+    assert copy_run["memorisation"]["flag"] is False
+
+
+def test_bundle_config_runs_the_same_evaluation(work: dict[str, Path], copy_run: dict) -> None:
+    """configs/evaluate.json through monai.bundle.run (what ``python -m monai.bundle run --config_file
+    configs/evaluate.json --real_dir ...`` calls, in-process to save a second torch + MONAI import): the same numbers
+    as the Python call."""
+    from monai.bundle import run
+
+    out = work["root"] / "eval_config"
+    run(
+        config_file=str(REPO_ROOT / "configs" / "evaluate.json"),
+        logging_file=False,
+        bundle_root=str(REPO_ROOT),
+        real_dir=str(work["real"]),
+        generated_dir=str(work["copy"]),
+        output_dir=str(out),
+        classifier_checkpoint=str(checkpoint(work)),
+        image_size=SIZE,
+        classifier_config=work["configs"],
+        figures=False,
+        **{"classifier_overrides#num_workers": 0},
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["classifier"]["trained"] is False
+    assert metrics["label_agreement"] == copy_run["label_agreement"]
+    assert metrics["fid"]["classifier"] == pytest.approx(copy_run["fid"]["classifier"])
+    assert (out / "report.md").is_file()
+
+
+def test_bad_input_is_named_or_skipped(work: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no datalist"):
+        evaluate(work["real"], tmp_path, tmp_path / "out")
+    data = json.loads((work["copy"] / "datalist.json").read_text())
+    data["training"][1]["labels"] = [1.0]
+    data["training"][2]["image"] = "images/missing.png"
+    data["training"][3] = "not an item"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"bad\.json: bad item: training item 1: labels must be a list of 7"):
+        read_datalist(bad)
+    skip = SkipCounter(skip_bad=True)
+    items = read_datalist(bad, skip).splits["training"]
+    assert len(items) == len(data["training"]) - 2 and skip.total == 2
+    from monai.transforms import Compose
+
+    from bundle.transforms import LoadCXRImaged
+
+    for i in items:  # the images lie beside the copy's datalist
+        i["image"] = str(work["copy"] / Path(i["image"]).relative_to(tmp_path))
+    with pytest.raises(DataError, match="missing.png: missing image file"):
+        load_image_set("generated", items, Compose([LoadCXRImaged("image")]), SkipCounter())
+    loaded = load_image_set("generated", items, Compose([LoadCXRImaged("image")]), skip)
+    assert len(loaded) == len(items) - 1 and skip.summary()["reasons"] == {"bad item": 2, "missing image file": 1}
+
+
+def test_report_is_rewritten_from_metrics_json(work: dict[str, Path], copy_run: dict, tmp_path: Path) -> None:
+    metrics = json.loads((work["root"] / "eval_copy" / "metrics.json").read_text())
+    metrics["fid"]["xrv"] = {"skipped": "weights not on this machine (somewhere)"}
+    text = write_report(metrics, tmp_path / "report.md").read_text()
+    assert "xrv: skipped: weights not on this machine (somewhere)" in text
+    assert text == write_report(metrics, tmp_path / "again.md").read_text()
