@@ -1,0 +1,118 @@
+"""scripts/reproduce_embedded.py end to end on a tiny setting: 60 embedded studies at 32 px, two settings (full
+labels and the SM-GAN ablation) of 2 iterations each, one tiny evaluation classifier shared by both evaluations,
+and the results Markdown with its tables and figures."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from scripts.reproduce_embedded import SETTINGS, reproduce
+from tests.tiny import TINY
+
+TINY_CLASSIFIER = {
+    "classifier_def": {
+        "_target_": "DenseNet",
+        "spatial_dims": 2,
+        "in_channels": "@image_channels",
+        "out_channels": "@num_classes",
+        "init_features": 8,
+        "growth_rate": 8,
+        "block_config": [2, 2],
+    },
+    "batch_size": 16,
+    "num_workers": 0,
+    "learning_rate": 0.003,
+    "log_interval": 1000,
+}
+RUN_SETTINGS = ("full", "sm_gan")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from scripts.prepare_data import prepare_data
+
+    root = tmp_path_factory.mktemp("reproduce")
+    dataset = root / "embedded"
+    prepare_data(
+        source="embedded",
+        out_dir=str(dataset),
+        num_items=60,
+        report_source="grammar",
+        use_real_masks=False,
+        image_size=64,
+        split="random",
+        val_fraction=0.2,
+        test_fraction=0.25,
+        quiet=True,
+    )
+    tiny = {k: v for k, v in TINY.items() if k != "num_threads"}
+    results = root / "docs" / "results" / "embedded.md"
+    rows = reproduce(
+        dataset_dir=str(dataset),
+        out_dir=str(root / "output"),
+        results=str(results),
+        settings=RUN_SETTINGS,
+        seeds=(0,),
+        num_samples=12,
+        classifier_epochs=2,
+        classifier_overrides=TINY_CLASSIFIER,
+        **tiny,
+    )
+    return {"root": root, "rows": rows, "results": results, "out": root / "output"}
+
+
+def test_every_setting_is_trained_generated_and_evaluated(reproduced: dict) -> None:
+    out, rows = reproduced["out"], reproduced["rows"]
+    assert [(r["setting"], r["seed"]) for r in rows] == [(s, 0) for s in RUN_SETTINGS]
+    checkpoint = out / "classifier" / "model.pt"
+    assert checkpoint.is_file()
+    for row in rows:
+        run_dir = out / row["setting"] / "seed0"
+        record = json.loads((run_dir / "train_record.json").read_text())
+        assert record["iterations"] == row["iterations"] == TINY["epoch_length"] * TINY["max_epochs"]
+        assert len(json.loads((run_dir / "generated" / "datalist.json").read_text())["training"]) == 12
+        metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+        # one shared classifier, never retrained per run
+        assert metrics["settings"]["classifier"] == {**metrics["settings"]["classifier"], "trained": False}
+        assert Path(metrics["settings"]["classifier"]["checkpoint"]) == checkpoint
+        assert row["label_agreement_ratio"] == metrics["label_agreement"]["ratio"]
+        assert row["fid_ratio"] == metrics["fid"]["classifier"]["ratio"]
+        assert row["report_label_f1"] == metrics["reports"]["label_f1"]["mean_f1"]
+        assert row["memorisation_flag"] is metrics["memorisation"]["flag"]
+
+
+def test_sm_gan_switches_the_report_and_joint_terms_off(reproduced: dict) -> None:
+    tags = {}
+    for setting in RUN_SETTINGS:
+        events = sorted((reproduced["out"] / setting / "seed0" / "tensorboard").glob("events.out.tfevents.*"))
+        tags[setting] = {t for e in events for t in EventAccumulator(str(e)).Reload().Tags()["scalars"]}
+    assert {"train/d_report", "train/d_joint", "train/g_report", "train/g_joint"} <= tags["full"]
+    assert not {"train/d_report", "train/d_joint", "train/g_report", "train/g_joint"} & tags["sm_gan"]
+    assert "train/d_image" in tags["sm_gan"]
+    record = json.loads((reproduced["out"] / "sm_gan" / "seed0" / "train_record.json").read_text())
+    assert SETTINGS["sm_gan"].items() <= record["overrides"].items()
+
+
+def test_results_markdown_has_the_tables_and_existing_figures(reproduced: dict) -> None:
+    results: Path = reproduced["results"]
+    text = results.read_text()
+    for setting in RUN_SETTINGS:
+        assert f"| {setting} | 0 |" in text and f"| {setting} | mean (n=1) |" in text
+        assert f"## {setting}, seed 0" in text
+    assert "## Targets" in text and "no memorisation flag" in text
+    assert re.search(r"\| (met|not met|n/a) \|", text)
+    assert "python scripts/reproduce_embedded.py" in text and "--settings=" in text
+    full = reproduced["rows"][0]
+    if full["fid_ratio"] is not None:
+        assert f"{full['fid_ratio']:.2f}" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 2 * len(RUN_SETTINGS)  # loss curves and a sample sheet per run at least
+    for link in links:
+        figure = results.parent / link
+        assert not Path(link).is_absolute() and figure.parent == results.with_suffix("")
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
