@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bundle.classifier import DEFAULT_CONFIGS
 from bundle.data.errors import DataError
@@ -17,17 +16,10 @@ from bundle.evaluation.suite import read_datalist
 from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter
 from scripts.augmentation_experiment import label_accuracy, main, synthetic_items, write_combined_dataset
+from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
-    "classifier_def": {
-        "_target_": "DenseNet",
-        "spatial_dims": 2,
-        "in_channels": "@image_channels",
-        "out_channels": "@num_classes",
-        "init_features": 8,
-        "growth_rate": 8,
-        "block_config": [2, 2, 2],
-    },
+    "classifier_def": TINY_CLASSIFIER_DEF,
     "batch_size": 16,
     "num_workers": 0,
     "learning_rate": 0.003,
@@ -36,34 +28,13 @@ TINY_CLASSIFIER = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """60 embedded studies (64 px) and a "generated" set: the real training images with *inverted* conditioning
     labels, so the experiment's use of conditioning labels (not the labels read from the reports) is visible."""
-    from scripts.prepare_data import prepare_data
-
     root = tmp_path_factory.mktemp("augmentation")
     real = root / "real"
-    prepare_data(
-        source="embedded",
-        out_dir=str(real),
-        num_items=60,
-        report_source="grammar",
-        use_real_masks=False,
-        image_size=64,
-        split="random",
-        val_fraction=0.2,
-        test_fraction=0.3,
-        quiet=True,
-    )
+    make_tiny_dataset(real, 60, split="random", val_fraction=0.2, test_fraction=0.3, quiet=True)
     data = json.loads((real / "datalist.json").read_text())
     train = data["training"]
     writer = PairedDatasetWriter(root / "generated", data["class_names"])

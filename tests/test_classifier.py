@@ -30,19 +30,10 @@ from bundle.classifier import (
     xrv_weights_path,
 )
 from bundle.data.errors import DataError
+from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 
-# A MONAI DenseNet small enough to train in seconds on a CPU (30-d pooled features).
-TINY_DEF = {
-    "_target_": "DenseNet",
-    "spatial_dims": 2,
-    "in_channels": "@image_channels",
-    "out_channels": "@num_classes",
-    "init_features": 8,
-    "growth_rate": 8,
-    "block_config": [2, 2, 2],
-}
 TINY = {
-    "classifier_def": TINY_DEF,
+    "classifier_def": TINY_CLASSIFIER_DEF,
     "batch_size": 16,
     "num_workers": 0,
     "num_threads": 1,
@@ -57,21 +48,8 @@ EASY_FINDINGS = ("Cardiomegaly", "Support Devices", "Edema")
 def split_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 embedded studies at 64 px, split at random by patient (about 70 / 16 / 33) so that the validation and
     test splits hold both label values of the easy findings."""
-    from scripts.prepare_data import prepare_data
-
     out = tmp_path_factory.mktemp("embedded_split")
-    prepare_data(
-        source="embedded",
-        out_dir=str(out),
-        num_items=120,
-        report_source="grammar",
-        use_real_masks=False,
-        image_size=64,
-        split="random",
-        val_fraction=0.15,
-        test_fraction=0.25,
-        quiet=True,
-    )
+    make_tiny_dataset(out, 120, split="random", val_fraction=0.15, test_fraction=0.25, quiet=True)
     return out
 
 
@@ -109,7 +87,7 @@ def test_config_trains_saves_best_and_reloads(split_dataset: Path, tmp_path: Pat
 
     # Rebuilt from the same configs: the saved weights, the datalist's class names, the same predictions.
     network = load_classifier(
-        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_DEF
+        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_CLASSIFIER_DEF
     )
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert all(torch.equal(network.state_dict()[k], v) for k, v in saved.items())
@@ -128,7 +106,7 @@ def test_config_trains_saves_best_and_reloads(split_dataset: Path, tmp_path: Pat
         assert torch.allclose(out["probs"], torch.sigmoid(network(images)), atol=1e-5)
 
     # From the checkpoint alone: class and channel counts come from the weights, no datalist needed.
-    alone = load_classifier(str(ckpt), classifier_def=TINY_DEF, dataset_dir=str(tmp_path / "missing"))
+    alone = load_classifier(str(ckpt), classifier_def=TINY_CLASSIFIER_DEF, dataset_dir=str(tmp_path / "missing"))
     assert alone.class_names is None
     with torch.no_grad():
         assert torch.allclose(alone(images), network(images))
@@ -141,7 +119,7 @@ def test_classifier_learns_the_easy_findings(split_dataset: Path, tmp_path: Path
     flow.run()
     flow.finalize()
     network = load_classifier(
-        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_DEF
+        dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64, classifier_def=TINY_CLASSIFIER_DEF
     )
     items = load_decathlon_datalist(split_dataset / "datalist.json", data_list_key="test", base_dir=split_dataset)
     out = predict(network, items, transform=flow.parser.get_parsed_content("validate#preprocessing"))
@@ -153,7 +131,7 @@ def test_classifier_learns_the_easy_findings(split_dataset: Path, tmp_path: Path
 
 def test_load_classifier_refuses_bad_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.pt"):
-        load_classifier(output_dir=str(tmp_path), classifier_def=TINY_DEF)
+        load_classifier(output_dir=str(tmp_path), classifier_def=TINY_CLASSIFIER_DEF)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="junk.pt"):
@@ -165,7 +143,7 @@ def test_load_classifier_refuses_bad_checkpoints(tmp_path: Path) -> None:
 
     torch.save(DenseNet(2, 3, 7, init_features=8, growth_rate=4, block_config=(2, 2)).state_dict(), tmp_path / "m.pt")
     with pytest.raises(DataError, match="does not fit the configured classifier_def"):
-        load_classifier(str(tmp_path / "m.pt"), classifier_def=TINY_DEF)
+        load_classifier(str(tmp_path / "m.pt"), classifier_def=TINY_CLASSIFIER_DEF)
 
 
 def test_classifier_features_are_densenet121_pooled_features() -> None:

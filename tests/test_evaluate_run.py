@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.classifier import DEFAULT_CONFIGS, xrv_available
@@ -22,18 +21,11 @@ from bundle.evaluation.report import write_report
 from bundle.evaluation.suite import evaluate, load_image_set, read_datalist
 from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter
+from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSIFIER = {
-    "classifier_def": {
-        "_target_": "DenseNet",
-        "spatial_dims": 2,
-        "in_channels": "@image_channels",
-        "out_channels": "@num_classes",
-        "init_features": 8,
-        "growth_rate": 8,
-        "block_config": [2, 2, 2],
-    },
+    "classifier_def": TINY_CLASSIFIER_DEF,
     "batch_size": 16,
     "num_workers": 0,
     "learning_rate": 0.003,
@@ -45,34 +37,13 @@ SIZE = 32
 METRIC_KEYS = {"settings", "fid", "diversity", "label_agreement", "reports", "memorisation", "figures", "verdict"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The real dataset (about 71 / 16 / 33 by patient), a tiny-classifier override config, and four generated
     sets written by the paired writer: test copy, noise, test with inverted labels, training copy."""
-    from scripts.prepare_data import prepare_data
-
     root = tmp_path_factory.mktemp("evaluate_run")
     real = root / "real"
-    prepare_data(
-        source="embedded",
-        out_dir=str(real),
-        num_items=120,
-        report_source="grammar",
-        use_real_masks=False,
-        image_size=64,
-        split="random",
-        val_fraction=0.15,
-        test_fraction=0.25,
-        quiet=True,
-    )
+    make_tiny_dataset(real, 120, split="random", val_fraction=0.15, test_fraction=0.25, quiet=True)
     tiny = root / "tiny_classifier.json"
     tiny.write_text(json.dumps(TINY_CLASSIFIER))
     data = json.loads((real / "datalist.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.reproduce_embedded import SETTINGS, reproduce
-from tests.tiny import TINY
+from tests.tiny import TINY, make_tiny_dataset
 
 TINY_CLASSIFIER = {
     "classifier_def": {
@@ -34,22 +34,9 @@ RUN_SETTINGS = ("full", "sm_gan")
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from scripts.prepare_data import prepare_data
-
     root = tmp_path_factory.mktemp("reproduce")
     dataset = root / "embedded"
-    prepare_data(
-        source="embedded",
-        out_dir=str(dataset),
-        num_items=60,
-        report_source="grammar",
-        use_real_masks=False,
-        image_size=64,
-        split="random",
-        val_fraction=0.2,
-        test_fraction=0.25,
-        quiet=True,
-    )
+    make_tiny_dataset(dataset, 60, split="random", val_fraction=0.2, test_fraction=0.25, quiet=True)
     tiny = {k: v for k, v in TINY.items() if k != "num_threads"}
     results = root / "docs" / "results" / "embedded.md"
     rows = reproduce(

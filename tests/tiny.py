@@ -32,16 +32,23 @@ TINY = {
 }
 
 
-def make_tiny_dataset(out_dir: Path, num_items: int = 24) -> Path:
-    """Prepare ``num_items`` embedded studies into ``out_dir`` (no torchxrayvision data needed) and return it."""
+# A MONAI DenseNet small enough to train in seconds on a CPU: the evaluation classifier of the tests.
+TINY_CLASSIFIER_DEF = {
+    "_target_": "DenseNet",
+    "spatial_dims": 2,
+    "in_channels": "@image_channels",
+    "out_channels": "@num_classes",
+    "init_features": 8,
+    "growth_rate": 8,
+    "block_config": [2, 2, 2],
+}
+
+
+def make_tiny_dataset(out_dir: Path, num_items: int = 24, **options: object) -> Path:
+    """Prepare ``num_items`` embedded studies at 64 px into ``out_dir`` (grammar reports and procedural lungs, so no
+    torchxrayvision data is needed) and return it; ``options`` go to ``prepare_data`` (e.g. ``split="random"``)."""
     from scripts.prepare_data import prepare_data
 
-    prepare_data(
-        source="embedded",
-        out_dir=str(out_dir),
-        num_items=num_items,
-        report_source="grammar",
-        use_real_masks=False,
-        image_size=64,
-    )
+    settings = {"report_source": "grammar", "use_real_masks": False, "image_size": 64, **options}
+    prepare_data(source="embedded", out_dir=str(out_dir), num_items=num_items, **settings)
     return out_dir
