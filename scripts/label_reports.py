@@ -32,7 +32,13 @@ import fire  # noqa: E402
 from bundle.data.errors import DataError, SkipCounter  # noqa: E402
 from bundle.data.labeler import ReportLabeler  # noqa: E402
 from bundle.data.labels import CHEXPERT_CLASSES  # noqa: E402
-from bundle.data.reports import DEFAULT_SECTIONS, extract_sections, read_report_file, select_sections  # noqa: E402
+from bundle.data.reports import (  # noqa: E402
+    DEFAULT_SECTIONS,
+    extract_sections,
+    iter_jsonl_reports,
+    read_report_file,
+    select_sections,
+)
 
 
 def _sections(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -44,28 +50,6 @@ def _sections(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if not names:
         raise DataError(None, f"--sections {value!r} names no section")
     return None if names == ["all"] else tuple(names)
-
-
-def iter_jsonl_reports(path: Path) -> Iterator[tuple[str, str, str]]:
-    """(id, report text, source) per non-blank line; :class:`DataError` names file and line for a bad line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, f"bad JSONL line: {err.msg} (column {err.colno})") from err
-            if not isinstance(item, dict):
-                got = line.strip()[:40]
-                raise DataError(where, f'bad JSONL line: expected an object with "id" and "report", got {got}')
-            for key in ("id", "report"):
-                if key not in item:
-                    raise DataError(where, f"missing \"{key}\" key (keys: {', '.join(item) or 'none'})")
-            if not isinstance(item["report"], str):
-                raise DataError(where, f"\"report\" is {type(item['report']).__name__}, expected text")
-            yield str(item["id"]), item["report"], where
 
 
 def _report_texts(source: Path, sections: tuple[str, ...] | None, skip: SkipCounter) -> Iterator[tuple[str, str]]:

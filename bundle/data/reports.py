@@ -10,6 +10,7 @@ tokenizer read sentences from :func:`split_sentences`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import tarfile
 import xml.etree.ElementTree as ET
@@ -38,6 +39,7 @@ DEFAULT_SECTIONS: tuple[str, ...] = ("findings", "impression")
 _BANNER_SECTIONS = ("preamble", "final report")
 
 # Header spellings recognised in any case at the start of a line (and in upper case after a sentence end).
+# fmt: off
 _KNOWN_HEADERS = (
     "findings and impression", "impression and findings", "findings/impression", "impression/findings",
     "findings", "finding", "impressions", "impression", "conclusions", "conclusion",
@@ -45,6 +47,7 @@ _KNOWN_HEADERS = (
     "clinical history", "history", "comparisons", "comparison", "technique", "examination", "exam",
     "recommendations", "recommendation(s)", "recommendation", "notification", "wet read", "procedure",
 )
+# fmt: on
 _ALIASES = {
     "finding": "findings",
     "findings and impression": "findings",
@@ -296,9 +299,41 @@ def iter_iu_reports_from_xrv() -> Iterator[dict]:
             "torchxrayvision/data/NLMCXR_reports.tgz", "IU X-ray reports not found: install torchxrayvision"
         )
     with tarfile.open(path, "r:gz") as archive:
-        members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")),
-                         key=lambda m: _member_order(m.name))
+        members = sorted(
+            (m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")),
+            key=lambda m: _member_order(m.name),
+        )
         for member in members:
             handle = archive.extractfile(member)
             if handle is not None:
                 yield parse_iu_xml(handle.read(), source=f"{path}:{member.name}")
+
+
+def iter_jsonl_reports(path: str | PathLike) -> Iterator[tuple[str, str, str]]:
+    """``(id, report text, "file:line")`` for every non-blank line of a JSONL file of ``{"id", "report"}`` objects.
+
+    Raises :class:`DataError` naming the file (and line) for an unreadable file, bad JSON, a line that is not an
+    object, a missing key, or a report that is not text.
+    """
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        raise DataError(path, f"cannot read reports file: {err.strerror or err}") from err
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, f"bad JSONL line: {err.msg} (column {err.colno})") from err
+            if not isinstance(item, dict):
+                got = line.strip()[:40]
+                raise DataError(where, f'bad JSONL line: expected an object with "id" and "report", got {got!r}')
+            for key in ("id", "report"):
+                if key not in item:
+                    raise DataError(where, f"missing \"{key}\" key (keys: {', '.join(item) or 'none'})")
+            if not isinstance(item["report"], str):
+                raise DataError(where, f"\"report\" is {type(item['report']).__name__}, expected text")
+            yield str(item["id"]), item["report"], where

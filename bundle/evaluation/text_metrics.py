@@ -16,7 +16,6 @@ ids are their positions. References and hypotheses must hold the same ids.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -26,6 +25,7 @@ from os import PathLike
 from typing import Any, Union
 
 from bundle.data.errors import DataError
+from bundle.data.reports import iter_jsonl_reports
 
 __all__ = [
     "METRIC_KEYS",
@@ -63,32 +63,12 @@ def read_reports_jsonl(path: str | PathLike) -> dict[str, str]:
     not text, a duplicate id, and for a file without reports.
     """
     out: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as err:
-        raise DataError(path, f"cannot read reports file: {err.strerror or err}") from err
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, f"bad JSONL line: {err.msg} (column {err.colno})") from err
-            if not isinstance(item, dict):
-                raise DataError(where, f'bad JSONL line: expected an object with "id" and "report", got {line[:40]!r}')
-            for key in ("id", "report"):
-                if key not in item:
-                    raise DataError(where, f'missing "{key}" key (keys: {", ".join(item) or "none"})')
-            if not isinstance(item["report"], str):
-                raise DataError(where, f'"report" is {type(item["report"]).__name__}, expected text')
-            key = str(item["id"])
-            if key in out:
-                raise DataError(where, f"duplicate id {key!r} (first on line {first_line[key]})")
-            out[key] = item["report"]
-            first_line[key] = number
+    first_where: dict[str, str] = {}
+    for key, report, where in iter_jsonl_reports(path):
+        if key in out:
+            raise DataError(where, f"duplicate id {key!r} (first on line {first_where[key].rsplit(':', 1)[1]})")
+        out[key] = report
+        first_where[key] = where
     if not out:
         raise DataError(path, "no reports in file")
     return out
