@@ -40,6 +40,7 @@ __all__ = [
     "conditioning_items",
     "training_label_rows",
     "sample_latents",
+    "checkpoint_state",
     "load_inference_weights",
     "EMIXERSampler",
     "PairedOutputSaver",
@@ -153,7 +154,7 @@ def sample_latents(seeds: Iterable[int], latent_dim: int, truncation: float | No
 
 
 # ------------------------------------------------------------------------------------------------ weights
-def _state(checkpoint: Mapping[str, Any], keys: Sequence[str], source: str) -> Mapping[str, torch.Tensor]:
+def checkpoint_state(checkpoint: Mapping[str, Any], keys: Sequence[str], source: str) -> Mapping[str, torch.Tensor]:
     """The first of ``keys`` in ``checkpoint``; a training checkpoint (it has a ``trainer`` entry) without the first
     one gets a warning, a released ``model.pt`` (whose ``generator`` already is the EMA copy) does not."""
     for key in keys:
@@ -184,7 +185,7 @@ def load_inference_weights(
     g_keys = ("ema_generator", "generator") if use_ema else ("generator",)
     for network, keys in ((generator, g_keys), (report_decoder, ("report_decoder",))):
         try:
-            network.load_state_dict(_state(checkpoint, keys, source))
+            network.load_state_dict(checkpoint_state(checkpoint, keys, source))
         except RuntimeError as err:
             raise DataError(source, f"weights do not fit the configured {keys[-1]}: {err}") from err
     return generator.eval(), report_decoder.eval()

@@ -56,13 +56,15 @@ def inference_weights(ckpt: str) -> dict[str, Any]:
     """``{"generator": EMA weights (else raw), "report_decoder": ...}`` from a training checkpoint."""
     import torch
 
+    from bundle.inference import checkpoint_state
+
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "report_decoder" not in checkpoint:
-        raise DataError(ckpt, "not a training checkpoint of this bundle (no 'report_decoder' weights)")
-    generator = checkpoint.get("ema_generator") or checkpoint.get("generator")
-    if generator is None:
-        raise DataError(ckpt, "checkpoint has neither 'ema_generator' nor 'generator' weights")
-    return {"generator": generator, "report_decoder": checkpoint["report_decoder"]}
+    if not isinstance(checkpoint, dict):
+        raise DataError(ckpt, f"not a training checkpoint of this bundle: a {type(checkpoint).__name__}")
+    return {
+        "generator": checkpoint_state(checkpoint, ("ema_generator", "generator"), ckpt),
+        "report_decoder": checkpoint_state(checkpoint, ("report_decoder",), ckpt),
+    }
 
 
 def package_bundle(
