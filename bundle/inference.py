@@ -12,7 +12,9 @@ configs/inference.json builds, in MONAI's inference layout:
   (images, reports, manifest, datalist, contact sheet).
 
 :func:`load_inference_weights` takes the EMA generator (else the raw one) and the report decoder from a training
-checkpoint or from a released ``models/model.pt``.
+checkpoint or from a released ``models/model.pt``. Its parts (:func:`read_checkpoint`, :func:`load_network_weights`)
+and :func:`decode_report_tokens` also serve the report decoder's evaluation on real images
+(:mod:`bundle.evaluation.decode`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ __all__ = [
     "training_label_rows",
     "sample_latents",
     "checkpoint_state",
+    "read_checkpoint",
+    "load_network_weights",
     "load_inference_weights",
+    "decode_report_tokens",
     "EMIXERSampler",
     "PairedOutputSaver",
 ]
@@ -165,14 +170,9 @@ def checkpoint_state(checkpoint: Mapping[str, Any], keys: Sequence[str], source:
     raise DataError(source, f"checkpoint has none of {list(keys)} (keys: {sorted(checkpoint)})")
 
 
-def load_inference_weights(
-    ckpt_path: str | PathLike, generator: nn.Module, report_decoder: nn.Module, use_ema: bool = True
-) -> tuple[nn.Module, nn.Module]:
-    """Load G (its EMA copy when ``use_ema`` and present) and F from ``ckpt_path`` into the given networks.
-
-    ``ckpt_path`` is a training checkpoint written by the train workflow (``checkpoint_*.pt``) or a released
-    ``models/model.pt`` holding ``{"generator", "report_decoder"}``. Read with ``weights_only=True``.
-    """
+def read_checkpoint(ckpt_path: str | PathLike) -> Mapping[str, Any]:
+    """The checkpoint dict at ``ckpt_path`` (read with ``weights_only=True``); :class:`DataError` naming the file when
+    it is missing, unreadable or not a dict of state dicts."""
     source = str(ckpt_path)
     if not Path(source).is_file():
         raise DataError(source, "missing checkpoint: train first, or set ckpt_path to a checkpoint_*.pt / model.pt")
@@ -182,13 +182,39 @@ def load_inference_weights(
         raise DataError(source, f"cannot read checkpoint: {type(err).__name__}: {err}") from err
     if not isinstance(checkpoint, Mapping):
         raise DataError(source, f"checkpoint must be a dict of state dicts, got {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def load_network_weights(
+    network: nn.Module, checkpoint: Mapping[str, Any], keys: Sequence[str], source: str | PathLike
+) -> nn.Module:
+    """Load the first of ``keys`` in ``checkpoint`` (:func:`checkpoint_state`) into ``network``; weights that do not
+    fit (wrong names or shapes) raise :class:`DataError` naming ``source``."""
+    try:
+        network.load_state_dict(checkpoint_state(checkpoint, keys, str(source)))
+    except RuntimeError as err:
+        raise DataError(source, f"weights do not fit the configured {keys[-1]}: {err}") from err
+    return network
+
+
+def load_inference_weights(
+    ckpt_path: str | PathLike, generator: nn.Module, report_decoder: nn.Module, use_ema: bool = True
+) -> tuple[nn.Module, nn.Module]:
+    """Load G (its EMA copy when ``use_ema`` and present) and F from ``ckpt_path`` into the given networks.
+
+    ``ckpt_path`` is a training checkpoint written by the train workflow (``checkpoint_*.pt``) or a released
+    ``models/model.pt`` holding ``{"generator", "report_decoder"}``. Read with ``weights_only=True``.
+    """
+    checkpoint = read_checkpoint(ckpt_path)
     g_keys = ("ema_generator", "generator") if use_ema else ("generator",)
     for network, keys in ((generator, g_keys), (report_decoder, ("report_decoder",))):
-        try:
-            network.load_state_dict(checkpoint_state(checkpoint, keys, source))
-        except RuntimeError as err:
-            raise DataError(source, f"weights do not fit the configured {keys[-1]}: {err}") from err
+        load_network_weights(network, checkpoint, keys, str(ckpt_path))
     return generator.eval(), report_decoder.eval()
+
+
+def decode_report_tokens(tokenizer: Any, tokens: torch.Tensor, num_sentences: torch.Tensor) -> list[str]:
+    """Report texts of F's output (``tokens [B, S, W]``, ``num_sentences [B]``) through ``tokenizer.decode``."""
+    return [tokenizer.decode(t, int(n)) for t, n in zip(tokens, num_sentences)]
 
 
 # ------------------------------------------------------------------------------------------------ engine
@@ -280,7 +306,7 @@ class PairedOutputSaver:
         engine.add_event_handler(Events.COMPLETED, self.finalize)
 
     def reports(self, tokens: torch.Tensor, num_sentences: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(t, int(n)) for t, n in zip(tokens, num_sentences)]
+        return decode_report_tokens(self.tokenizer, tokens, num_sentences)
 
     def __call__(self, engine: Engine) -> None:
         out = self.output_transform(engine.state.output)

@@ -1,10 +1,16 @@
-"""Evaluate generated data against real data; one subcommand per evaluation.
+"""Evaluate generated data and the trained report decoder against real data; one subcommand per evaluation.
 
 Examples::
 
     python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation
     python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation \
         --classifier output/classifier/model.pt --max_items 2000
+    python scripts/evaluate.py run --real data/embedded --generated output/demo/generated --out output/evaluation \
+        --checkpoint output/demo/models/checkpoint_final.pt --config_file "['configs/train.json','configs/demo.json']"
+    python scripts/evaluate.py decode --checkpoint output/models/checkpoint_final.pt --real data/embedded \
+        --out eval/decoder
+    python scripts/evaluate.py decode --checkpoint output/demo/models/checkpoint_final.pt --real data/embedded \
+        --out eval/decoder --config_file "['configs/train.json','configs/demo.json']" --max_items 500
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --meteor False
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --clinical True
@@ -12,8 +18,18 @@ Examples::
 ``run`` is the full evaluation of a generated paired dataset (:func:`bundle.evaluation.suite.evaluate`): FID,
 MS-SSIM diversity, label agreement, report labels, memorisation audit; it writes ``<out>/metrics.json``,
 ``<out>/report.md`` with figures and TensorBoard scalars, and prints the verdict. Without ``--classifier`` it first
-trains the evaluation classifier on the real training split (``configs/train_classifier.json``). The same run as a
-MONAI bundle workflow: ``python -m monai.bundle run --config_file configs/evaluate.json --real_dir ...``.
+trains the evaluation classifier on the real training split (``configs/train_classifier.json``). With
+``--checkpoint`` (an EMIXER checkpoint) it also runs ``decode`` on the real test split into ``<out>/decoder/`` and
+puts the scores under ``reports -> decoder`` in metrics.json and report.md. The same run as a MONAI bundle
+workflow: ``python -m monai.bundle run --config_file configs/evaluate.json --real_dir ...``.
+
+``decode`` evaluates the report decoder F of a trained EMIXER (:func:`bundle.evaluation.decode.evaluate_decoder`):
+F is rebuilt from the training config (``--config_file``, default ``configs/train.json``; pass the files and
+overrides the model was trained with, e.g. ``--image_size 64``), its weights come from ``--checkpoint`` (a training
+``checkpoint_*.pt`` or a released ``models/model.pt``), and it greedy-decodes one report per real test image,
+preprocessed as in training. It writes ``<out>/hypotheses.jsonl`` and ``<out>/references.jsonl`` (the input of
+``reports``) and ``<out>/metrics.json``: BLEU-1..4, CIDEr, ROUGE-L, METEOR, clinical efficacy (generated vs real
+reports) and label F1 (generated reports vs the images' labels), and prints them.
 
 ``reports`` scores generated reports (``--hypotheses``) against the real reports of the same studies
 (``--references``): both JSONL files hold one ``{"id": ..., "report": ...}`` object per line and the same ids.
@@ -27,11 +43,9 @@ Subcommands live in :data:`COMMANDS`; a new evaluation is one more function ther
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +55,20 @@ if str(REPO_ROOT) not in sys.path[:1]:
 
 from bundle.data.errors import DataError  # noqa: E402
 from bundle.evaluation.clinical import clinical_efficacy  # noqa: E402
-from bundle.evaluation.suite import evaluate  # noqa: E402
+from bundle.evaluation.decode import evaluate_decoder  # noqa: E402
+from bundle.evaluation.suite import evaluate, write_json  # noqa: E402
 from bundle.evaluation.text_metrics import read_reports_jsonl, report_metrics  # noqa: E402
 
+#: Clinical-efficacy summary keys, in print order.
+CE_KEYS = ("precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro")
 
-def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON, atomically (a partial file never takes the final name)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, target)
-    return target
+
+def print_scores(scores: Mapping[str, Any], indent: str = "  ") -> None:
+    """Print the numeric entries of ``scores`` one a line, names aligned (missing values as n/a)."""
+    width = max(len(str(k)) for k in scores)
+    for key, value in scores.items():
+        text = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+        print(f"{indent}{key:<{width}}  {text}")
 
 
 def reports(
@@ -71,16 +87,66 @@ def reports(
     hyps = read_reports_jsonl(hypotheses)
     metrics = report_metrics(refs, hyps, meteor=meteor)
     path = write_json(metrics, Path(out) / "metrics.json")
-    width = max(len(k) for k in metrics)
     print(f"{len(refs)} reports -> {path}")
-    for key, value in metrics.items():
-        print(f"  {key:<{width}}  {value:.4f}")
+    print_scores(metrics)
     if clinical:
         ce = clinical_efficacy(refs, hyps)
         ce_path = write_json(ce, Path(out) / "clinical_efficacy.json")
         print(f"clinical efficacy -> {ce_path}")
-        for key in ("precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro"):
-            print(f"  {key:<{width + 8}}  {ce[key]:.4f}")
+        print_scores({key: ce[key] for key in CE_KEYS})
+    return metrics
+
+
+def print_decoder(metrics: Mapping[str, Any]) -> None:
+    """Print a report-decoder evaluation: text metrics, clinical efficacy, label F1."""
+    print_scores({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
+    print("clinical efficacy (generated vs real reports):")
+    print_scores({key: metrics["clinical_efficacy"][key] for key in CE_KEYS})
+    print("label F1 (generated reports vs the images' labels):")
+    print_scores({key: metrics["label_f1"][key] for key in ("mean_f1", "micro_f1")})
+
+
+def decode(
+    checkpoint: str,
+    real: str,
+    out: str,
+    config_file: str | Sequence[str] | None = None,
+    split: str = "test",
+    max_items: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    meteor: bool | str = "auto",
+    skip_bad: bool = False,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Decode the real test images with the trained report decoder F and score its reports; print the metrics.
+
+    Args:
+        checkpoint: EMIXER checkpoint, a training ``checkpoint_*.pt`` or a released ``models/model.pt``.
+        real: real dataset folder (datalist.json, tokenizer.json) or its datalist file.
+        out: output folder (hypotheses.jsonl, references.jsonl, metrics.json).
+        config_file: the config files F was trained with, e.g. "['configs/train.json','configs/demo.json']".
+        split / max_items / batch_size / device / meteor / skip_bad / seed: see ``decode.evaluate_decoder``.
+        overrides: training config values the model was trained with, e.g. ``--image_size 64``.
+    """
+    metrics = evaluate_decoder(
+        checkpoint,
+        real,
+        out,
+        config_file=config_file,
+        split=split,
+        max_items=max_items,
+        batch_size=batch_size,
+        device=device,
+        meteor=meteor,
+        skip_bad=skip_bad,
+        seed=seed,
+        **overrides,
+    )
+    print(f"{metrics['settings']['num_reports']} {split} reports decoded -> {Path(out) / 'hypotheses.jsonl'}")
+    print_decoder(metrics)
+    print(f"metrics -> {Path(out) / 'metrics.json'}")
     return metrics
 
 
@@ -98,6 +164,9 @@ def run(
     device: str | None = None,
     skip_bad: bool = False,
     figures: bool = True,
+    checkpoint: str | None = None,
+    config_file: str | Sequence[str] | None = None,
+    decoder_overrides: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """The full evaluation of a generated dataset against real data; print the verdict and where the report is.
@@ -110,6 +179,10 @@ def run(
         classifier_config: classifier config files, e.g. "['configs/train.json','configs/train_classifier.json',
             'my_overrides.json']".
         image_size / max_items / xrv / ms_ssim_per_set / seed / device / skip_bad / figures: see ``suite.evaluate``.
+        checkpoint: EMIXER checkpoint whose report decoder also decodes the real test images (as ``decode``);
+            the scores land in metrics.json under ``reports -> decoder`` and in report.md. Omitted: not run.
+        config_file: the config files that checkpoint was trained with (default configs/train.json).
+        decoder_overrides: training config values of that checkpoint, e.g. "{'image_size': 64}".
         overrides: classifier config values, e.g. ``--max_epochs 5 --num_workers 0``.
     """
     metrics = evaluate(
@@ -126,15 +199,21 @@ def run(
         device=device,
         skip_bad=skip_bad,
         figures=figures,
+        decoder_checkpoint=checkpoint,
+        decoder_config=config_file,
+        decoder_overrides=decoder_overrides,
         **overrides,
     )
     print(metrics["verdict"])
+    if checkpoint is not None:
+        print("report decoder on the real test images:")
+        print_decoder(metrics["reports"]["decoder"])
     print(f"report -> {Path(out) / 'report.md'}")
     return metrics
 
 
 #: The subcommands (fire dispatches on the first argument).
-COMMANDS = {"reports": reports, "run": run}
+COMMANDS = {"decode": decode, "reports": reports, "run": run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .text_metrics import METRIC_KEYS
+
 __all__ = [
     "distance_histogram_figure",
     "format_value",
@@ -242,12 +244,44 @@ def _agreement_section(metrics: Mapping[str, Any], figures: Mapping[str, str]) -
     return lines
 
 
+def _decoder_lines(decoder: Any) -> list[str]:
+    """The report decoder's scores on real test images: text metrics, clinical efficacy and label F1."""
+    if not isinstance(decoder, Mapping):
+        return []
+    lines = ["### Report decoder F on real test images", ""]
+    reason = _skipped(decoder)
+    if reason:
+        return lines + [f"Skipped: {reason}", ""]
+    settings = decoder.get("settings", {})
+    lines += [
+        f"F's greedy reports for {format_value(settings.get('num_reports'))} real {settings.get('split', 'test')} "
+        f"images against their real reports (checkpoint `{settings.get('checkpoint')}`).",
+        "",
+    ]
+    keys = [key for key in METRIC_KEYS if key in decoder]
+    lines += _table(keys, [[decoder[key] for key in keys]]) if keys else []
+    ce = decoder.get("clinical_efficacy", {})
+    if ce:
+        rows = [
+            [average, *(ce.get(f"{m}_{average}") for m in ("precision", "recall", "f1"))]
+            for average in ("micro", "macro")
+        ]
+        lines += _table(["clinical efficacy (vs reference reports)", "precision", "recall", "F1"], rows)
+    label = decoder.get("label_f1", {})
+    if label:
+        lines += _table(
+            ["label F1 (vs the images' labels)", "value"],
+            [["mean", label.get("mean_f1")], ["micro", label.get("micro_f1")]],
+        )
+    return lines
+
+
 def _reports_section(metrics: Mapping[str, Any]) -> list[str]:
     reports = metrics.get("reports", {})
     lines = ["## Reports", ""]
     reason = _skipped(reports)
     if reason:
-        return lines + [f"Skipped: {reason}", ""]
+        return lines + [f"Skipped: {reason}", ""] + _decoder_lines(reports.get("decoder"))
     generated, real = reports.get("label_f1", {}), reports.get("real_test_label_f1", {})
     lines += ["Findings the labeler reads from each report, against the labels the report should state (F1).", ""]
     rows = [
@@ -269,7 +303,7 @@ def _reports_section(metrics: Mapping[str, Any]) -> list[str]:
         lines += [f"Report-generation metrics: skipped: {reason}", ""]
     elif text:
         lines += _table(list(text), [list(text.values())])
-    return lines
+    return lines + _decoder_lines(reports.get("decoder"))
 
 
 def _memorisation_section(metrics: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:

@@ -13,6 +13,8 @@
   the real test split, and their ratio;
 * reports: label F1 of generated reports against their conditioning labels, verbatim copies of training
   reports, and BLEU / CIDEr / ROUGE-L / METEOR when the generated items carry a ``reference_report``;
+* report decoder (with an EMIXER checkpoint): F's greedy reports on the real test images against the real reports,
+  BLEU-1..4 / CIDEr / ROUGE-L / METEOR, clinical efficacy and label F1 (:mod:`.decode`), under ``reports -> decoder``;
 * memorisation audit (held-out = real test) on classifier features, SSIM and report n-grams.
 
 It writes ``metrics.json`` (summary), ``memorisation.json`` (per-sample audit), ``report.md`` with ``figures/``,
@@ -65,11 +67,16 @@ __all__ = [
     "classifier_overrides",
     "classifier_preprocessing",
     "classify_images",
+    "config_files",
+    "data_error_cause",
     "evaluate",
     "load_image_set",
     "read_datalist",
+    "subsample",
     "to_jsonable",
     "train_classifier",
+    "write_json",
+    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,16 +150,24 @@ def _item_ok(item: Any, names: Sequence[str], file: Path, split: str, n: int, sk
 
 
 # ------------------------------------------------------------------------------------------------ classifier
-def classifier_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
-    """The classifier's config files: ``config_file`` (one file or a list, merged in order) or the defaults
-    ``configs/train.json`` + ``configs/train_classifier.json``. Put your overrides last in a list."""
+def config_files(
+    config_file: str | PathLike | Sequence[str | PathLike] | None, defaults: Sequence[str], what: str = "classifier"
+) -> list[str]:
+    """Bundle config files to merge in order: ``config_file`` (one file or a list) or ``defaults``; a missing file
+    raises FileNotFoundError naming it (``what`` says whose configs they are)."""
     if config_file is None:
-        return list(DEFAULT_CONFIGS)
+        return list(defaults)
     files = [config_file] if isinstance(config_file, (str, PathLike)) else list(config_file)
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"classifier config files not found: {', '.join(missing)}")
+        raise FileNotFoundError(f"{what} config files not found: {', '.join(missing)}")
     return [str(f) for f in files]
+
+
+def classifier_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
+    """The classifier's config files: ``config_file`` (one file or a list, merged in order) or the defaults
+    ``configs/train.json`` + ``configs/train_classifier.json``. Put your overrides last in a list."""
+    return config_files(config_file, DEFAULT_CONFIGS, "classifier")
 
 
 def classifier_overrides(
@@ -260,7 +275,7 @@ class ImageSet:
         return len(self.items)
 
 
-def _data_error(error: BaseException | None) -> DataError | None:
+def data_error_cause(error: BaseException | None) -> DataError | None:
     """The :class:`DataError` behind ``error`` (MONAI wraps transform errors in RuntimeError), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
@@ -288,7 +303,7 @@ def load_image_set(
         try:
             data = transform(dict(item))
         except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
-            cause = _data_error(err)
+            cause = data_error_cause(err)
             if cause is None:
                 raise
             skip.handle(cause)
@@ -308,7 +323,7 @@ def load_image_set(
     return ImageSet(name, kept, torch.stack(images), labels, reports if has_reports else None)
 
 
-def _subsample(items: list[dict], max_items: int | None, rng: np.random.Generator) -> list[dict]:
+def subsample(items: list[dict], max_items: int | None, rng: np.random.Generator) -> list[dict]:
     """A random subset of ``max_items`` items in their original order (all of them when fewer)."""
     if max_items is None or len(items) <= max_items:
         return items
@@ -404,7 +419,8 @@ def _reports(
     else:
         out["text_metrics"] = {
             "skipped": "generated items carry no reference_report (report-decoder metrics need the trained decoder's "
-            "reports on real test images: scripts/evaluate.py reports)"
+            "reports on real test images: scripts/evaluate.py decode --checkpoint ..., or run --checkpoint ..., "
+            "which puts them under reports -> decoder)"
         }
     return out
 
@@ -440,11 +456,19 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def _write_json(data: Any, path: Path) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+def write_text_atomic(text: str, path: str | PathLike) -> Path:
+    """Write ``text`` to ``path`` (folders made), atomically: a partial file never takes the final name."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, target)
+    return target
+
+
+def write_json(data: Any, path: str | PathLike) -> Path:
+    """Write ``data`` as indented JSON, atomically (:func:`write_text_atomic`)."""
+    return write_text_atomic(json.dumps(data, indent=2) + "\n", path)
 
 
 def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -490,6 +514,9 @@ def evaluate(
     meteor: bool | str = "auto",
     skip_bad: bool = False,
     figures: bool = True,
+    decoder_checkpoint: str | PathLike | None = None,
+    decoder_config: str | PathLike | Sequence[str | PathLike] | None = None,
+    decoder_overrides: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate a generated paired dataset against real data; write metrics.json, report.md, figures, TensorBoard.
@@ -514,6 +541,13 @@ def evaluate(
         meteor: METEOR for the report text metrics (``"auto"``: when Java is available).
         skip_bad: count and leave out unreadable items instead of raising :class:`DataError`.
         figures: draw the PNG figures (samples, label agreement, audit distances, closest pairs) for the report.
+        decoder_checkpoint: an EMIXER checkpoint (training ``checkpoint_*.pt`` or released ``model.pt``): its report
+            decoder F also decodes the real test images, scored into ``metrics["reports"]["decoder"]`` (BLEU-1..4,
+            CIDEr, ROUGE-L, METEOR, clinical efficacy, label F1; files under ``<out_dir>/decoder/``). None: skipped.
+        decoder_config / decoder_overrides: the config files and values F was trained with (default
+            ``configs/train.json``); ``decoder_overrides`` may also set options of
+            :func:`bundle.evaluation.decode.evaluate_decoder` (``batch_size``, ``max_items``, ``split``...), which
+            default to this run's.
         overrides: classifier config values (``max_epochs``, ``classifier_def``, ``num_workers``...), used for
             training and for rebuilding the network.
 
@@ -535,19 +569,36 @@ def evaluate(
     real_columns = [real_list.class_names.index(name) for name in classes]
     gen_columns = [gen_list.class_names.index(name) for name in classes]
 
+    decoder = None
+    if decoder_checkpoint is not None:  # first: a bad checkpoint fails before the slow steps
+        from .decode import evaluate_decoder  # decode builds on this module
+
+        logger.info("report decoder of %s on the real test split", decoder_checkpoint)
+        options = {
+            "max_items": max_items,
+            "batch_size": batch_size,
+            "meteor": meteor,
+            "skip_bad": skip_bad,
+            "seed": seed,
+        }
+        options.update(decoder_overrides or {})  # the training overrides may hold batch_size, say: no clash
+        decoder = evaluate_decoder(
+            decoder_checkpoint, real_list.path, out / "decoder", config_file=decoder_config, device=device, **options
+        )
+
     files = classifier_configs(classifier_config)
     settings = classifier_overrides(files, real_list, image_size, **overrides)
     transform = classifier_preprocessing(files, settings)
     sets: dict[str, ImageSet] = {}
     for split in SPLITS:
-        items = _subsample(real_list.splits[split], max_items, rng)
+        items = subsample(real_list.splits[split], max_items, rng)
         if not items and split != "validation":
             raise DataError(real_list.path, f'the "{split}" split is empty')
         if items:
             sets[split] = load_image_set(split, items, transform, skip, real_columns)
         logger.info("loaded %d %s images", len(sets[split]) if items else 0, split)
     sets["generated"] = load_image_set(
-        "generated", _subsample(gen_list.items(), max_items, rng), transform, skip, gen_columns
+        "generated", subsample(gen_list.items(), max_items, rng), transform, skip, gen_columns
     )
     for name in ("test", "generated"):
         if len(sets[name]) < 2:
@@ -602,6 +653,8 @@ def evaluate(
         "ratio": g / r if g is not None and r else None,
     }
     metrics["reports"] = _reports(sets["generated"], sets["test"], sets["training"], classes, gen_columns, meteor)
+    if decoder is not None:
+        metrics["reports"]["decoder"] = decoder
 
     logger.info("memorisation audit against %d training images", len(sets["training"]))
     generated_reports = sets["generated"].reports if sets["training"].reports is not None else None
@@ -652,8 +705,8 @@ def evaluate(
     }
     metrics = to_jsonable(metrics)
     metrics["verdict"] = verdict_line(metrics)
-    _write_json(metrics, out / "metrics.json")
-    _write_json(to_jsonable(audit), out / "memorisation.json")
+    write_json(metrics, out / "metrics.json")
+    write_json(to_jsonable(audit), out / "memorisation.json")
     write_report(metrics, out / "report.md")
     _write_tensorboard(metrics, out / "tensorboard")
     logger.info("%s -> %s", metrics["verdict"], out / "report.md")

@@ -1,0 +1,283 @@
+"""The report decoder F on real images: EMIXER's report-generation evaluation (paper section 4, R2Gen's metrics).
+
+:func:`decode_reports` rebuilds F from the *training* config (``report_decoder_def``, the tokenizer and
+``validate#preprocessing``: the same size, channels and [-1, 1] range as in training), loads its weights from a
+training checkpoint (``output/models/checkpoint_*.pt``) or a released ``models/model.pt`` through
+:mod:`bundle.inference`, and greedy-decodes one report per real image of a split. :func:`evaluate_decoder` scores
+those reports against the real ones:
+
+* BLEU-1..4, CIDEr, ROUGE-L and METEOR (pycocoevalcap, :func:`.text_metrics.report_metrics`);
+* clinical efficacy, precision / recall / F1 micro and macro between generated and reference reports
+  (:func:`.clinical.clinical_efficacy`, R2Gen's convention);
+* label F1 of the generated reports (the project's labeler) against the real images' labels
+  (:func:`.clinical.label_f1`),
+
+and writes ``hypotheses.jsonl`` / ``references.jsonl`` (``{"id", "report"}`` lines, the input of
+``scripts/evaluate.py reports``) and ``metrics.json``. A training checkpoint does not store its config: pass the
+config files and overrides the model was trained with (e.g. ``configs/train.json`` + ``configs/demo.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bundle.data.errors import DataError, SkipCounter
+from bundle.inference import decode_report_tokens, load_network_weights, read_checkpoint
+
+from .clinical import clinical_efficacy, label_f1
+from .suite import (
+    SPLITS,
+    config_files,
+    data_error_cause,
+    read_datalist,
+    subsample,
+    to_jsonable,
+    write_json,
+    write_text_atomic,
+)
+from .text_metrics import report_metrics
+
+__all__ = ["DEFAULT_DECODER_CONFIGS", "DecodedReports", "decode_reports", "decoder_configs", "evaluate_decoder"]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: F's training config (paper settings); add ``configs/demo.json`` and your overrides for a model trained with them.
+DEFAULT_DECODER_CONFIGS: tuple[str, ...] = (str(REPO_ROOT / "configs" / "train.json"),)
+#: Where F's weights are in a training checkpoint and in a released ``model.pt``.
+DECODER_KEYS: tuple[str, ...] = ("report_decoder",)
+
+
+@dataclass
+class DecodedReports:
+    """F's greedy reports for real images: ``references`` / ``hypotheses`` are ``{id: report}`` in the same order,
+    ``labels`` the real items' label rows ``[N, K]`` over ``class_names`` in that order."""
+
+    references: dict[str, str]
+    hypotheses: dict[str, str]
+    labels: np.ndarray
+    class_names: list[str]
+    split: str
+    checkpoint: str
+    config_files: list[str]
+    skipped: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hypotheses)
+
+
+def decoder_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
+    """F's training config files: ``config_file`` (one file or a list, merged in order) or ``configs/train.json``."""
+    return config_files(config_file, DEFAULT_DECODER_CONFIGS, "report decoder")
+
+
+def _parser(files: Sequence[str], datalist_path: Path, checkpoint: str, overrides: Mapping[str, Any]) -> Any:
+    """The training config pointed at the real dataset; the tokenizer falls back to the one beside a released
+    ``model.pt`` when the dataset has none, and F's encoder is not pre-loaded (the checkpoint holds its weights)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    parser["dataset_dir"] = str(datalist_path.parent)
+    parser["datalist_path"] = str(datalist_path)
+    beside = Path(checkpoint).parent / "tokenizer.json"
+    if not (datalist_path.parent / "tokenizer.json").is_file() and beside.is_file():
+        parser["tokenizer_path"] = str(beside)
+    if "pretrained_encoder_path" in parser:
+        parser["pretrained_encoder_path"] = None
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def _parsed(parser: Any, key: str, **kwargs: Any) -> Any:
+    """``parser.get_parsed_content(key)``; a :class:`DataError` behind MONAI's wrapping error (a missing tokenizer,
+    say) is raised as itself, so the message names the file."""
+    try:
+        return parser.get_parsed_content(key, **kwargs)
+    except Exception as err:
+        cause = data_error_cause(err)
+        if cause is None:
+            raise
+    raise cause  # outside the handler: the DataError keeps its own cause, without MONAI's wrapper as context
+
+
+def _item_ids(items: Sequence[Mapping[str, Any]], root: Path) -> list[str]:
+    """Report ids: the study ids when they are unique in ``items``, else the image paths relative to ``root``."""
+    studies = [item.get("study") for item in items]
+    if all(isinstance(s, str) and s for s in studies) and len(set(studies)) == len(studies):
+        return [str(s) for s in studies]
+    return [Path(os.path.relpath(item["image"], root)).as_posix() for item in items]
+
+
+def _batches(
+    items: Sequence[dict], transform: Any, skip: SkipCounter, batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Preprocessed images ``[B, C, H, W]`` with their positions in ``items``, ``batch_size`` at a time; an unreadable
+    image raises its :class:`DataError` (naming the file) or is counted and left out when ``skip`` skips bad input."""
+    kept: list[int] = []
+    images: list[torch.Tensor] = []
+    for index, item in enumerate(items):
+        try:
+            data = transform(dict(item))
+        except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
+            cause = data_error_cause(err)
+            if cause is None:
+                raise
+            skip.handle(cause)
+            continue
+        kept.append(index)
+        images.append(torch.as_tensor(data["image"]).as_subclass(torch.Tensor).float())
+        if len(kept) == batch_size:
+            yield kept, torch.stack(images)
+            kept, images = [], []
+    if kept:
+        yield kept, torch.stack(images)
+
+
+def decode_reports(
+    checkpoint: str | PathLike,
+    real: str | PathLike,
+    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    split: str = "test",
+    max_items: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    skip_bad: bool = False,
+    seed: int = 0,
+    **overrides: Any,
+) -> DecodedReports:
+    """F's greedy report for every image of a real split, beside the real report.
+
+    Args:
+        checkpoint: a training checkpoint (``checkpoint_*.pt``) or a released ``models/model.pt``.
+        real: the real dataset folder (``datalist.json``, ``tokenizer.json``) or its datalist file.
+        config_file: the config files F was trained with (default ``configs/train.json``; a list is merged in order).
+        split: the datalist split decoded (``test`` by default).
+        max_items: at most this many items, a random subset drawn with ``seed``.
+        batch_size: images per forward pass.
+        device: where F runs (default CUDA when available).
+        skip_bad: count and leave out unreadable items and items without report text instead of raising.
+        overrides: training config values (``image_size``, ``report_encoder``, ``tokenizer_path``...).
+
+    Raises:
+        DataError: naming the checkpoint when it is missing, unreadable or does not fit F, or the datalist / image
+            when the data is bad.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    files = decoder_configs(config_file)
+    source = str(checkpoint)
+    state = read_checkpoint(source)  # before anything slow: a bad path fails at once
+    skip = SkipCounter(skip_bad)
+    datalist = read_datalist(real, skip)
+    items = []
+    for n, item in enumerate(datalist.splits[split]):
+        if isinstance(item.get("report"), str) and item["report"].strip():
+            items.append(item)
+        else:
+            skip.handle(DataError(datalist.path, f"bad item: {split} item {n}: no report text to compare with"))
+    items = subsample(items, max_items, np.random.default_rng(seed))
+    if not items:
+        raise DataError(datalist.path, f'the "{split}" split has no items with a report')
+
+    parser = _parser(files, datalist.path, source, overrides)
+    key = "validate#preprocessing" if "validate#preprocessing" in parser else "train#preprocessing"
+    transform = _parsed(parser, key)
+    tokenizer = _parsed(parser, "tokenizer")
+    decoder = _parsed(parser, "report_decoder_def", lazy=False)
+    load_network_weights(decoder, state, DECODER_KEYS, source)
+    decoder = decoder.to(device).eval()
+    del state
+
+    ids = _item_ids(items, datalist.root)
+    references: dict[str, str] = {}
+    hypotheses: dict[str, str] = {}
+    labels: list[list[float]] = []
+    for batch, images in _batches(items, transform, skip, batch_size):
+        decoded = decoder.greedy_decode(images.to(device))
+        texts = decode_report_tokens(tokenizer, decoded["tokens"].cpu(), decoded["num_sentences"].cpu())
+        for index, text in zip(batch, texts):
+            references[ids[index]] = items[index]["report"]
+            hypotheses[ids[index]] = text
+            labels.append(items[index]["labels"])
+    if not hypotheses:
+        raise DataError(datalist.path, f'no loadable image in the "{split}" split')
+    logger.info("decoded %d %s reports with %s", len(hypotheses), split, source)
+    return DecodedReports(
+        references=references,
+        hypotheses=hypotheses,
+        labels=np.asarray(labels, dtype=np.float64),
+        class_names=list(datalist.class_names),
+        split=split,
+        checkpoint=source,
+        config_files=files,
+        skipped=skip.summary(),
+    )
+
+
+def _write_jsonl(reports: Mapping[str, str], path: Path) -> Path:
+    """``{"id", "report"}`` per line (the format :func:`.text_metrics.read_reports_jsonl` reads)."""
+    return write_text_atomic("".join(json.dumps({"id": k, "report": t}) + "\n" for k, t in reports.items()), path)
+
+
+def evaluate_decoder(
+    checkpoint: str | PathLike,
+    real: str | PathLike,
+    out_dir: str | PathLike,
+    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    split: str = "test",
+    max_items: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    meteor: bool | str = "auto",
+    skip_bad: bool = False,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Decode a real split with F (:func:`decode_reports`) and score the reports; write ``hypotheses.jsonl``,
+    ``references.jsonl`` and ``metrics.json`` into ``out_dir``.
+
+    Returns:
+        ``BLEU-1`` .. ``BLEU-4``, ``CIDEr``, ``ROUGE-L``, ``METEOR`` (left out without Java unless ``meteor=True``,
+        see :func:`.text_metrics.report_metrics`), ``clinical_efficacy`` (generated vs reference reports:
+        ``precision_micro`` ... ``f1_macro``, ``per_class``), ``label_f1`` (generated reports vs the images'
+        labels) and ``settings``.
+    """
+    decoded = decode_reports(
+        checkpoint, real, config_file, split, max_items, batch_size, device, skip_bad, seed, **overrides
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(decoded.hypotheses, out / "hypotheses.jsonl")
+    _write_jsonl(decoded.references, out / "references.jsonl")
+    metrics: dict[str, Any] = dict(report_metrics(decoded.references, decoded.hypotheses, meteor=meteor))
+    metrics["clinical_efficacy"] = clinical_efficacy(decoded.references, decoded.hypotheses)
+    metrics["label_f1"] = label_f1(list(decoded.hypotheses.values()), decoded.labels, decoded.class_names)
+    metrics["settings"] = {
+        "checkpoint": decoded.checkpoint,
+        "config_files": decoded.config_files,
+        "overrides": dict(overrides),
+        "real": str(real),
+        "split": split,
+        "num_reports": len(decoded),
+        "max_items": max_items,
+        "seed": seed,
+        "skipped": decoded.skipped,
+    }
+    metrics = to_jsonable(metrics)
+    write_json(metrics, out / "metrics.json")
+    return metrics

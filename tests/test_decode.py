@@ -1,0 +1,254 @@
+"""The report decoder F on real test images (bundle.evaluation.decode, scripts/evaluate.py decode / run --checkpoint),
+on the session's tiny embedded dataset and tiny training run: F is rebuilt from the training configs with the
+run's overrides, so no new training is needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bundle.data.errors import DataError
+from bundle.evaluation.decode import decode_reports, evaluate_decoder
+from bundle.evaluation.suite import read_datalist
+from bundle.evaluation.text_metrics import METRIC_KEYS, java_available, read_reports_jsonl
+from bundle.networks import ReportDecoder
+from tests.tiny import TINY, TINY_CLASSIFIER_DEF, TRAIN_CONFIGS
+
+DECODER_KEYS = {*METRIC_KEYS, "clinical_efficacy", "label_f1", "settings"}
+CE_KEYS = {"precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro", "per_class"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained: Path) -> Path:
+    return trained / "models" / "checkpoint_final.pt"
+
+
+@pytest.fixture(scope="module")
+def decoded(checkpoint: Path, dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One evaluation of the trained F on the real test split, with the training run's configs and overrides."""
+    out = tmp_path_factory.mktemp("decoder")
+    metrics = evaluate_decoder(checkpoint, dataset_dir, out, config_file=TRAIN_CONFIGS, **TINY)
+    return {"out": out, "metrics": metrics}
+
+
+def _parser(dataset_dir: Path, **values: object):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN_CONFIGS)
+    for key, value in {**TINY, "dataset_dir": str(dataset_dir), **values}.items():
+        parser[key] = value
+    return parser
+
+
+def _perturbed(checkpoint: Path, path: Path, std: float = 0.1) -> Path:
+    """A copy of the checkpoint whose report decoder has seeded noise added to its weights (batch-norm statistics
+    kept); the other networks are dropped, as in a released model.pt."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["report_decoder"]
+    rng = torch.Generator().manual_seed(0)
+    noisy = {
+        key: (
+            value + std * torch.randn(value.shape, generator=rng)
+            if value.is_floating_point() and "running" not in key
+            else value
+        )
+        for key, value in state.items()
+    }
+    torch.save({"report_decoder": noisy}, path)
+    return path
+
+
+def test_one_report_per_test_item_scored_with_the_issue_metrics(decoded: dict, dataset_dir: Path) -> None:
+    test = read_datalist(dataset_dir).splits["test"]
+    out, metrics = decoded["out"], decoded["metrics"]
+    hypotheses = read_reports_jsonl(out / "hypotheses.jsonl")
+    references = read_reports_jsonl(out / "references.jsonl")
+    assert list(hypotheses) == list(references) == [item["study"] for item in test]
+    assert list(references.values()) == [item["report"] for item in test]
+    assert all(text.strip() for text in hypotheses.values())
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+    expected = DECODER_KEYS if java_available() else DECODER_KEYS - {"METEOR"}
+    assert set(metrics) == expected
+    assert all(0.0 <= metrics[key] <= 1.0 for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "METEOR") if key in metrics)
+    assert metrics["BLEU-1"] >= metrics["BLEU-2"] >= metrics["BLEU-3"] >= metrics["BLEU-4"]
+    assert set(metrics["clinical_efficacy"]) == CE_KEYS
+    names = read_datalist(dataset_dir).class_names
+    assert set(metrics["label_f1"]["per_class"]) == set(names) and metrics["label_f1"]["num_reports"] == len(test)
+    settings = metrics["settings"]
+    assert settings["num_reports"] == len(test) and settings["split"] == "test"
+    assert settings["config_files"] == TRAIN_CONFIGS
+
+
+def test_reports_are_f_greedy_decode_of_the_training_preprocessed_image(
+    checkpoint: Path, dataset_dir: Path, decoded: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spy on the images F receives: exactly the training pipeline's output; and decode one item by hand."""
+    seen: list[torch.Tensor] = []
+    original = ReportDecoder.greedy_decode
+
+    def spy(self: ReportDecoder, images: torch.Tensor) -> dict:
+        seen.append(images.detach().cpu().clone())
+        return original(self, images)
+
+    monkeypatch.setattr(ReportDecoder, "greedy_decode", spy)
+    result = decode_reports(checkpoint, dataset_dir, TRAIN_CONFIGS, **{**TINY, "batch_size": 2})
+    assert [len(batch) for batch in seen] == [2, 1]  # batches of batch_size, the rest last
+    assert result.hypotheses == read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")  # batch size: no effect
+
+    parser = _parser(dataset_dir)
+    train_preprocessing = parser.get_parsed_content("train#preprocessing")
+    items = read_datalist(dataset_dir).splits["test"]
+    by_hand = torch.stack(
+        [torch.as_tensor(train_preprocessing(dict(i))["image"]).as_subclass(torch.Tensor) for i in items]
+    )
+    images = torch.cat(seen)
+    assert images.shape == (len(items), 3, TINY["image_size"], TINY["image_size"])
+    assert torch.equal(images, by_hand.float())
+    assert images.min() >= -1 and images.max() <= 1 and images.min() < 0  # [-1, 1], not [0, 1]
+
+    decoder = parser.get_parsed_content("report_decoder_def", lazy=False)
+    decoder.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["report_decoder"])
+    out = original(decoder.eval(), by_hand[:1].float())
+    text = parser.get_parsed_content("tokenizer").decode(out["tokens"][0], int(out["num_sentences"][0]))
+    assert result.hypotheses[items[0]["study"]] == text
+    assert np.array_equal(result.labels, np.asarray([i["labels"] for i in items]))
+
+
+def test_changed_decoder_weights_change_the_reports(
+    checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path
+) -> None:
+    noisy = _perturbed(checkpoint, tmp_path / "noisy.pt")  # also a model.pt-like file: report_decoder only
+    changed = decode_reports(noisy, dataset_dir, TRAIN_CONFIGS, **TINY)
+    original = read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")
+    assert list(changed.hypotheses) == list(original)
+    assert changed.hypotheses != original
+    assert decode_reports(noisy, dataset_dir, TRAIN_CONFIGS, **TINY).hypotheses == changed.hypotheses  # deterministic
+
+
+def test_released_model_layout_uses_the_tokenizer_beside_the_weights(
+    checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path
+) -> None:
+    """A ``models/model.pt`` with ``tokenizer.json`` beside it decodes a dataset that has no tokenizer of its own."""
+    import shutil
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save({"generator": state["ema_generator"], "report_decoder": state["report_decoder"]}, models / "model.pt")
+    data = json.loads((dataset_dir / "datalist.json").read_text())
+    for item in data["test"]:
+        item["image"] = str(dataset_dir / item["image"])
+    real = tmp_path / "real" / "datalist.json"
+    real.parent.mkdir()
+    real.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="tokenizer.json: missing tokenizer file"):
+        decode_reports(models / "model.pt", real, TRAIN_CONFIGS, **TINY)
+    shutil.copy(dataset_dir / "tokenizer.json", models / "tokenizer.json")
+    result = decode_reports(models / "model.pt", real, TRAIN_CONFIGS, **TINY)
+    assert result.hypotheses == read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")
+
+
+def test_bad_items_are_named_or_skipped_and_counted(checkpoint: Path, dataset_dir: Path, tmp_path: Path) -> None:
+    data = json.loads((dataset_dir / "datalist.json").read_text())
+    for item in data["test"]:
+        item["image"] = str(dataset_dir / item["image"])
+    data["test"][0]["image"] = str(tmp_path / "missing.png")
+    data["test"][1]["report"] = ""
+    real = tmp_path / "datalist.json"
+    real.write_text(json.dumps(data))
+    options = {**TINY, "tokenizer_path": str(dataset_dir / "tokenizer.json")}
+    with pytest.raises(DataError, match=r"datalist\.json: bad item: test item 1: no report text"):
+        decode_reports(checkpoint, real, TRAIN_CONFIGS, **options)
+    result = decode_reports(checkpoint, real, TRAIN_CONFIGS, skip_bad=True, **options)
+    assert list(result.hypotheses) == [data["test"][2]["study"]]
+    assert result.skipped["reasons"] == {"bad item": 1, "missing image file": 1}
+
+
+def test_a_bad_checkpoint_is_an_error_naming_the_file(checkpoint: Path, dataset_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nothing_here.pt"
+    with pytest.raises(DataError, match=r"nothing_here\.pt: missing checkpoint"):
+        decode_reports(missing, dataset_dir, TRAIN_CONFIGS, **TINY)
+    no_decoder = tmp_path / "generator_only.pt"
+    torch.save({"generator": {"w": torch.zeros(1)}}, no_decoder)
+    with pytest.raises(DataError, match=r"generator_only\.pt: checkpoint has none of \['report_decoder'\]"):
+        decode_reports(no_decoder, dataset_dir, TRAIN_CONFIGS, **TINY)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"garbage\.pt: cannot read checkpoint"):
+        decode_reports(garbage, dataset_dir, TRAIN_CONFIGS, **TINY)
+    with pytest.raises(DataError, match=r"checkpoint_final\.pt: weights do not fit the configured report_decoder"):
+        decode_reports(checkpoint, dataset_dir, TRAIN_CONFIGS, **{**TINY, "text_hidden": TINY["text_hidden"] + 8})
+
+
+def test_decode_command_writes_the_three_files(
+    checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from scripts.evaluate import main
+
+    out = tmp_path / "cli"
+    configs = "[" + ",".join(repr(f) for f in TRAIN_CONFIGS) + "]"
+    args = ["decode", "--checkpoint", str(checkpoint), "--real", str(dataset_dir), "--out", str(out)]
+    args += ["--config_file", configs, "--meteor", "False"]
+    args += [f"--{key}={value}" for key, value in TINY.items()]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hypotheses.jsonl", "metrics.json", "references.jsonl"]
+    assert read_reports_jsonl(out / "hypotheses.jsonl") == read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "METEOR" not in metrics and metrics["BLEU-4"] == pytest.approx(decoded["metrics"]["BLEU-4"])
+    printed = capsys.readouterr().out
+    assert f"{metrics['BLEU-1']:.4f}" in printed and "f1_macro" in printed and "mean_f1" in printed
+
+    code = main(["decode", "--checkpoint", str(tmp_path / "absent.pt"), "--real", str(dataset_dir), "--out", str(out)])
+    assert code == 2 and "absent.pt: missing checkpoint" in capsys.readouterr().err
+
+
+def test_run_with_a_checkpoint_adds_the_decoder_block(
+    checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path
+) -> None:
+    """``run --checkpoint``: the decoder block in metrics.json (the same numbers as ``decode``) and report.md."""
+    from monai.networks.nets import DenseNet
+
+    from bundle.classifier import DEFAULT_CONFIGS
+    from bundle.transforms import read_cxr
+    from bundle.writers import PairedDatasetWriter
+    from scripts.evaluate import main
+
+    data = read_datalist(dataset_dir)
+    test = data.splits["test"]
+    writer = PairedDatasetWriter(tmp_path / "generated", data.class_names)
+    index = list(range(len(test)))
+    images = np.stack([read_cxr(i["image"])[0] for i in test])[:, None]
+    writer.write_batch(images, [i["report"] for i in test], np.asarray([i["labels"] for i in test]), index, index)
+    writer.finalize()
+    settings = {k: v for k, v in TINY_CLASSIFIER_DEF.items() if k not in ("_target_", "in_channels", "out_channels")}
+    classifier = tmp_path / "classifier.pt"
+    torch.save(DenseNet(in_channels=3, out_channels=len(data.class_names), **settings).state_dict(), classifier)
+    override = tmp_path / "tiny_classifier.json"
+    override.write_text(json.dumps({"classifier_def": TINY_CLASSIFIER_DEF, "num_workers": 0}))
+
+    out = tmp_path / "evaluation"
+    listed = lambda files: "[" + ",".join(repr(str(f)) for f in files) + "]"  # noqa: E731
+    args = ["run", "--real", str(dataset_dir), "--generated", str(tmp_path / "generated"), "--out", str(out)]
+    args += ["--classifier", str(classifier), "--classifier_config", listed([*DEFAULT_CONFIGS, override])]
+    args += ["--image_size", "32", "--xrv", "False", "--figures", "False"]
+    args += ["--checkpoint", str(checkpoint), "--config_file", listed(TRAIN_CONFIGS)]
+    args += ["--decoder_overrides", json.dumps(TINY)]
+    assert main(args) == 0
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    block = metrics["reports"]["decoder"]
+    assert set(block) == set(decoded["metrics"])
+    assert {k: block[k] for k in METRIC_KEYS if k in block} == pytest.approx(
+        {k: decoded["metrics"][k] for k in METRIC_KEYS if k in block}
+    )
+    assert block["clinical_efficacy"]["f1_macro"] == pytest.approx(decoded["metrics"]["clinical_efficacy"]["f1_macro"])
+    assert (out / "decoder" / "hypotheses.jsonl").is_file()
+    report = (out / "report.md").read_text()
+    section = report.split("### Report decoder F on real test images", 1)[1]
+    assert f"| {block['BLEU-1']:.4g} |" in section and "clinical efficacy" in section and "label F1" in section
+    assert "scripts/evaluate.py decode" in metrics["reports"]["text_metrics"]["skipped"]
