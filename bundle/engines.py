@@ -44,7 +44,14 @@ from monai.engines.workflow import Workflow
 from torch.optim import Optimizer
 
 from bundle.distributed import all_reduce_gradients, all_reduce_mean, broadcast_modules, is_distributed
-from bundle.losses import ADVERSARIAL_LOSSES, discriminator_loss, generator_loss, rotate_batch, rotation_loss
+from bundle.losses import (
+    ADVERSARIAL_LOSSES,
+    classification_loss,
+    discriminator_loss,
+    generator_loss,
+    rotate_batch,
+    rotation_loss,
+)
 
 __all__ = ["EMIXERTrainer", "prepare_emixer_batch", "fake_label_indices", "BATCH_KEYS", "LOSS_KEYS"]
 
@@ -55,14 +62,17 @@ BATCH_KEYS = (IMAGE, LABELS, REPORT, NUM_SENTENCES, LABELLED)
 LOSS_KEYS = (
     "d_image",
     "d_rotation",
+    "d_class",
     "d_report",
     "d_joint",
     "d_total",
     "g_image",
     "g_rotation",
+    "g_class",
     "g_report",
     "g_joint",
     "f_teacher_forcing",
+    "f_labels",
     "g_total",
 )
 
@@ -151,6 +161,11 @@ class EMIXERTrainer(Trainer):
         image_loss_weight / report_loss_weight / joint_loss_weight: weights of the adversarial terms (for D
             and G alike).
         teacher_forcing_weight: weight of F's teacher-forced loss in the generator step.
+        classification_weight: weight of the auxiliary finding classifier of D_image (AC-GAN style; 0, the paper's
+            setting, switches it off; needs ``class_head=True``): D learns it on the labelled real images (BCE) and
+            G gets the same BCE of its fakes against their conditioning labels (``d_class`` / ``g_class``).
+        report_label_weight: weight of the BCE of F's label head on the labelled real images (``f_labels``; only
+            when F was built with ``num_classes`` > 0).
         stop_weight: weight of the stop-probability loss inside F's teacher-forced loss.
         gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
         ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
@@ -196,6 +211,8 @@ class EMIXERTrainer(Trainer):
         report_loss_weight: float = 1.0,
         joint_loss_weight: float = 1.0,
         teacher_forcing_weight: float = 1.0,
+        classification_weight: float = 0.0,
+        report_label_weight: float = 1.0,
         stop_weight: float = 1.0,
         gumbel_temperature: float = 1.0,
         ema_decay: float | None = None,
@@ -263,6 +280,9 @@ class EMIXERTrainer(Trainer):
         self.image_loss_weight, self.report_loss_weight = float(image_loss_weight), float(report_loss_weight)
         self.joint_loss_weight, self.teacher_forcing_weight = float(joint_loss_weight), float(teacher_forcing_weight)
         self.stop_weight, self.gumbel_temperature = float(stop_weight), float(gumbel_temperature)
+        self.classification_weight, self.report_label_weight = float(classification_weight), float(report_label_weight)
+        if self.classification_weight and getattr(image_discriminator, "classifier", None) is None:
+            raise ValueError("classification_weight > 0 needs an image_discriminator built with class_head=True")
         self.optim_set_to_none = optim_set_to_none
 
         # Mixed precision only where it helps and GradScaler works: CUDA. Elsewhere fp32 and no-op scalers.
@@ -384,6 +404,7 @@ class EMIXERTrainer(Trainer):
         for step in range(engine.n_critic):
             part = slice(step * chunk, (step + 1) * chunk) if engine.d_split_batch else slice(None)
             x_real, y_real, s_real = real[part], labels[part], report[part]
+            labelled_real = None if labelled is None else labelled[part]
             y_fake = engine._fake_labels(labels, index, step, chunk)
             with engine._autocast():
                 with torch.no_grad():
@@ -391,7 +412,7 @@ class EMIXERTrainer(Trainer):
                     s_fake = engine._sample_reports(x_fake) if use_text else None
                 d_total = real.new_zeros(())
                 if use_image_d:
-                    d_total = d_total + engine._image_d_loss(x_real, y_real, x_fake, y_fake, add)
+                    d_total = d_total + engine._image_d_loss(x_real, y_real, x_fake, y_fake, add, labelled_real)
                 if engine.use_report_loss:
                     real_logits = engine.report_discriminator(s_real)
                     fake_logits = engine.report_discriminator(s_fake)
@@ -422,7 +443,7 @@ class EMIXERTrainer(Trainer):
                 x_fake = engine.generator(torch.randn(g_size, engine.latent_dim, device=real.device), y_fake)
                 g_total = real.new_zeros(())
                 if use_image_d:
-                    g_total = g_total + engine._image_g_loss(x_fake, y_fake, add)
+                    g_total = g_total + engine._image_g_loss(x_fake, y_fake, add, labelled_fakes=index is not None)
                 if use_text:
                     s_fake = engine._sample_reports(x_fake)
                     if engine.use_report_loss:
@@ -435,7 +456,12 @@ class EMIXERTrainer(Trainer):
                         add("g_joint", loss)
                         g_total = g_total + engine.joint_loss_weight * loss
                 if engine.use_teacher_forcing:
-                    loss = engine.report_decoder.loss(real, report, num_sentences, engine.stop_weight)["loss"].float()
+                    f_losses = engine.report_decoder.loss(
+                        real, report, num_sentences, engine.stop_weight, labels, labelled, engine.report_label_weight
+                    )
+                    loss = f_losses["loss"].float()
+                    if "label_loss" in f_losses:
+                        add("f_labels", f_losses["label_loss"])
                     add("f_teacher_forcing", loss)
                     g_total = g_total + engine.teacher_forcing_weight * loss
             add("g_total", g_total)
@@ -461,43 +487,76 @@ class EMIXERTrainer(Trainer):
         values = stacked.tolist()  # the iteration's only host sync
         return dict(zip(keys, values))
 
+    def _image_d_outputs(
+        self, images: torch.Tensor, labels: torch.Tensor, rotation: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One D_image pass: real/fake logits, rotation logits (when ``rotation``) and finding logits (when the
+        auxiliary classifier is on) from the same features."""
+        classes = bool(self.classification_weight)
+        if not (rotation or classes):
+            return self.image_discriminator(images, labels), None, None
+        outputs = list(self.image_discriminator(images, labels, return_rotation=rotation, return_class=classes))
+        logits = outputs.pop(0)
+        rotation_logits = outputs.pop(0) if rotation else None
+        return logits, rotation_logits, outputs.pop(0) if classes else None
+
     def _image_d_loss(
-        self, x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor, add: Callable
+        self,
+        x_real: torch.Tensor,
+        y_real: torch.Tensor,
+        x_fake: torch.Tensor,
+        y_fake: torch.Tensor,
+        add: Callable,
+        labelled_real: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """D_image's loss: adversarial on (real, fake) + alpha x rotation on the rotated reals, one forward pass."""
+        """D_image's loss: adversarial on (real, fake) + alpha x rotation on the rotated reals (+ the auxiliary
+        classifier on the labelled reals), one forward pass."""
         b = x_real.shape[0]
+        total = x_real.new_zeros(())
         if self.use_rotation_loss:
             rotated, targets = rotate_batch(x_real)  # rotation-major: the first b are the reals unrotated
             images = torch.cat([rotated, x_fake])
             labels = torch.cat([y_real.repeat(4, 1), y_fake])
-            logits, rotation_logits = self.image_discriminator(images, labels, return_rotation=True)
+            logits, rotation_logits, class_logits = self._image_d_outputs(images, labels, rotation=True)
             real_logits, fake_logits = logits[:b], logits[4 * b :]
             rotation = rotation_loss(rotation_logits[: 4 * b].float(), targets)
             add("d_rotation", rotation, 1.0 / self.n_critic)
-            total = self.alpha * rotation
+            total = total + self.alpha * rotation
         else:
-            logits = self.image_discriminator(torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake]))
+            logits, _, class_logits = self._image_d_outputs(
+                torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake]), rotation=False
+            )
             real_logits, fake_logits = logits[:b], logits[b:]
-            total = x_real.new_zeros(())
+        if class_logits is not None:
+            loss = classification_loss(class_logits[:b].float(), y_real, labelled_real)
+            add("d_class", loss, 1.0 / self.n_critic)
+            total = total + self.classification_weight * loss
         if self.use_image_loss:
             loss = discriminator_loss(real_logits.float(), fake_logits.float(), self.adversarial_loss)
             add("d_image", loss, 1.0 / self.n_critic)
             total = total + self.image_loss_weight * loss
         return total
 
-    def _image_g_loss(self, x_fake: torch.Tensor, y_fake: torch.Tensor, add: Callable) -> torch.Tensor:
-        """G's image terms: adversarial through D_image + rotation_weight_g x rotation on the rotated fakes."""
+    def _image_g_loss(
+        self, x_fake: torch.Tensor, y_fake: torch.Tensor, add: Callable, labelled_fakes: bool = True
+    ) -> torch.Tensor:
+        """G's image terms: adversarial through D_image + rotation_weight_g x rotation on the rotated fakes (+ the
+        auxiliary classifier's loss on the fakes against their conditioning labels, when they have labels)."""
         b = x_fake.shape[0]
         total = x_fake.new_zeros((), dtype=torch.float32)
         if self.use_rotation_loss:
             rotated, targets = rotate_batch(x_fake)
-            logits, rotation_logits = self.image_discriminator(rotated, y_fake.repeat(4, 1), return_rotation=True)
+            logits, rotation_logits, class_logits = self._image_d_outputs(rotated, y_fake.repeat(4, 1), rotation=True)
             fake_logits = logits[:b]
             rotation = rotation_loss(rotation_logits.float(), targets)
             add("g_rotation", rotation)
             total = total + self.rotation_weight_g * rotation
         else:
-            fake_logits = self.image_discriminator(x_fake, y_fake)
+            fake_logits, _, class_logits = self._image_d_outputs(x_fake, y_fake, rotation=False)
+        if class_logits is not None and labelled_fakes:
+            loss = classification_loss(class_logits[:b].float(), y_fake)
+            add("g_class", loss)
+            total = total + self.classification_weight * loss
         if self.use_image_loss:
             loss = generator_loss(fake_logits.float(), self.adversarial_loss)
             add("g_image", loss)

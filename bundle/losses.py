@@ -50,3 +50,16 @@ def rotate_batch(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def rotation_loss(rotation_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the discriminator's 4-way rotation prediction."""
     return F.cross_entropy(rotation_logits, targets)
+
+
+def classification_loss(
+    class_logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Multi-label BCE of finding logits ``[B, K]`` against multi-hot ``labels``, averaged over the classes and
+    over the rows where ``labelled`` ``[B]`` is 1 (all rows when None; 0 when no row is labelled)."""
+    per_item = F.binary_cross_entropy_with_logits(class_logits, labels.to(class_logits.dtype), reduction="none")
+    per_item = per_item.mean(dim=1)
+    if labelled is None:
+        return per_item.mean()
+    weights = labelled.to(per_item.dtype).reshape(-1)
+    return (per_item * weights).sum() / weights.sum().clamp(min=1.0)

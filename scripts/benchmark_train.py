@@ -230,6 +230,7 @@ class Training:
     device: torch.device
     amp: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    f_optimizer: torch.optim.Optimizer | None = None
 
 
 def build_training(
@@ -313,6 +314,7 @@ def build_training(
         networks=networks,
         g_optimizer=trainer.g_optimizer,
         d_optimizer=trainer.d_optimizer,
+        f_optimizer=trainer.f_optimizer,
         batch=batch,
         device=device,
         amp=bool(amp) and device.type == "cuda",
@@ -400,11 +402,13 @@ def bare_iteration(
     ema: nn.Module | None = None,
     scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None = None,
     amp: bool = False,
+    f_optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
     """One EMIXER iteration as a plain loop (the reference for the engine's cost): ``n_critic`` steps of the three
     discriminators (hinge/non-saturating on real vs fake, + alpha x rotation loss on the rotated reals), then one step
     of G and F (adversarial terms through the frozen discriminators with Gumbel-softmax reports, rotation loss on the
-    rotated fakes, teacher forcing on the real pairs) and the EMA update. Returns the losses (one host transfer)."""
+    rotated fakes, teacher forcing on the real pairs; F stepped by ``f_optimizer`` when it has its own) and the EMA
+    update. Returns the losses (one host transfer)."""
     g, f = nets["generator"], nets["report_decoder"]
     d_image, d_report, d_joint = nets["image_discriminator"], nets["report_discriminator"], nets["joint_discriminator"]
     kind, z_dim, tau = settings["adversarial_loss"], settings["latent_dim"], settings["gumbel_temperature"]
@@ -449,8 +453,12 @@ def bare_iteration(
         teacher = f.loss(real, report, num_sentences)["loss"].float()
         g_loss = g_loss + settings["teacher_forcing_weight"] * teacher
     g_optimizer.zero_grad(set_to_none=True)
+    if f_optimizer is not None:
+        f_optimizer.zero_grad(set_to_none=True)
     g_scaler.scale(g_loss).backward()
     g_scaler.step(g_optimizer)
+    if f_optimizer is not None:
+        g_scaler.step(f_optimizer)
     g_scaler.update()
     for d in (d_image, d_report, d_joint):
         d.requires_grad_(True)
@@ -509,6 +517,7 @@ def time_interleaved(
             ema=ema,
             scalers=scalers,
             amp=training.amp,
+            f_optimizer=training.f_optimizer,
         )
         _sync(device)
         bare_end = time.perf_counter()
@@ -585,7 +594,7 @@ def _sweep_point(
     training = build_training(
         preset, batch_size, torch_device, amp, vocab_size, length=1, seed=seed, overrides=overrides, memory=memory
     )
-    prime_optimizer_states(training.g_optimizer, training.d_optimizer)
+    prime_optimizer_states(*(o for o in (training.g_optimizer, training.f_optimizer, training.d_optimizer) if o))
     start = time.perf_counter()
     training.trainer.run()
     _sync(torch_device)

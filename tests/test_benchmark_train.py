@@ -90,22 +90,32 @@ def count_steps(optimizer: torch.optim.Optimizer, calls: list[str], name: str) -
     optimizer.step = counted
 
 
-def test_bare_iteration_does_n_critic_d_steps_then_one_g_step(tiny) -> None:
+def test_bare_iteration_does_n_critic_d_steps_then_one_g_and_f_step(tiny) -> None:
+    assert tiny.f_optimizer is not None  # train.json gives F its own optimiser
     calls: list[str] = []
     count_steps(tiny.d_optimizer, calls, "d")
     count_steps(tiny.g_optimizer, calls, "g")
+    count_steps(tiny.f_optimizer, calls, "f")
     try:
         d_image = tiny.networks["image_discriminator"]
         before = [p.detach().clone() for p in tiny.networks["generator"].parameters()]
+        before_f = [p.detach().clone() for p in tiny.networks["report_decoder"].parameters()]
         losses = bare_iteration(
-            tiny.networks, tiny.g_optimizer, tiny.d_optimizer, tiny.batch, tiny.settings, tiny.device
+            tiny.networks,
+            tiny.g_optimizer,
+            tiny.d_optimizer,
+            tiny.batch,
+            tiny.settings,
+            tiny.device,
+            f_optimizer=tiny.f_optimizer,
         )
     finally:
-        del tiny.d_optimizer.step, tiny.g_optimizer.step
+        del tiny.d_optimizer.step, tiny.g_optimizer.step, tiny.f_optimizer.step
     n = tiny.settings["n_critic"]
-    assert calls == ["d"] * n + ["g"] and len(losses) == n + 1 and all(math.isfinite(v) for v in losses)
+    assert calls == ["d"] * n + ["g", "f"] and len(losses) == n + 1 and all(math.isfinite(v) for v in losses)
     assert all(p.requires_grad for p in d_image.parameters())  # discriminators unfrozen again
     assert any(not torch.equal(a, p) for a, p in zip(before, tiny.networks["generator"].parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(before_f, tiny.networks["report_decoder"].parameters()))
 
 
 def test_fit_memory_line_recovers_fixed_and_per_item_terms() -> None:

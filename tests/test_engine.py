@@ -25,8 +25,9 @@ CLASS_NAMES = ["Pleural Effusion", "Cardiomegaly", "Lung Lesion"]
 SENTENCES = {0: [4, 5, 6, 7], 1: [8, 9, 5, 10], 2: [11, 12, 13, 5, 14], None: [15, 16, 17]}
 
 
-def build_networks(seed: int = 0) -> dict[str, torch.nn.Module]:
-    """G, F and the three discriminators at tiny sizes (32 px, few channels, small text layers)."""
+def build_networks(seed: int = 0, heads: bool = False) -> dict[str, torch.nn.Module]:
+    """G, F and the three discriminators at tiny sizes (32 px, few channels, small text layers); ``heads`` adds
+    D_image's auxiliary finding classifier and F's label head."""
     torch.manual_seed(seed)
     return {
         "generator": Generator(
@@ -39,7 +40,12 @@ def build_networks(seed: int = 0) -> dict[str, torch.nn.Module]:
             label_embed_dim=16,
         ),
         "image_discriminator": ImageDiscriminator(
-            num_classes=K, image_size=32, base_channels=8, channel_multipliers=(1, 1, 2, 2), attention_resolution=16
+            num_classes=K,
+            image_size=32,
+            base_channels=8,
+            channel_multipliers=(1, 1, 2, 2),
+            attention_resolution=16,
+            class_head=heads,
         ),
         "report_decoder": ReportDecoder(
             VOCAB,
@@ -51,6 +57,7 @@ def build_networks(seed: int = 0) -> dict[str, torch.nn.Module]:
             sentence_hidden=32,
             topic_dim=32,
             word_hidden=32,
+            num_classes=K if heads else 0,
         ),
         "report_discriminator": ReportDiscriminator(VOCAB, embed_dim=16, hidden=24, mlp_hidden=16),
         "joint_discriminator": JointDiscriminator(
@@ -154,17 +161,33 @@ def params_of(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
+HEAD_TERMS = ["d_class", "g_class", "f_labels"]
+
+
 @pytest.mark.parametrize(
     "switches,absent",
     [
-        ({}, []),
-        ({"use_report_loss": False, "use_joint_loss": False}, ["d_report", "d_joint", "g_report", "g_joint"]),
-        ({"use_rotation_loss": False, "use_teacher_forcing": False}, ["d_rotation", "g_rotation", "f_teacher_forcing"]),
+        ({}, HEAD_TERMS),
+        (
+            {"use_report_loss": False, "use_joint_loss": False},
+            ["d_report", "d_joint", "g_report", "g_joint"] + HEAD_TERMS,
+        ),
+        (
+            {"use_rotation_loss": False, "use_teacher_forcing": False},
+            ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS,
+        ),
+        ({"heads": True, "classification_weight": 1.0}, []),
+        (
+            {"heads": True, "classification_weight": 1.0, "use_rotation_loss": False},
+            ["d_rotation", "g_rotation"],
+        ),
     ],
-    ids=["all_terms", "sm_gan", "no_rotation_no_teacher_forcing"],
+    ids=["all_terms", "sm_gan", "no_rotation_no_teacher_forcing", "auxiliary_heads", "heads_no_rotation"],
 )
 def test_one_iteration_outputs_every_enabled_term(batch, switches, absent) -> None:
-    trainer = make_trainer([batch], **switches)
+    switches = dict(switches)
+    networks = build_networks(heads=switches.pop("heads", False))
+    trainer = make_trainer([batch], networks, **switches)
     before = {k: params_of(getattr(trainer, k)) for k in ("report_discriminator", "joint_discriminator", "generator")}
     trainer.run()
     output = trainer.state.output
@@ -301,6 +324,25 @@ def test_learns_on_synthetic_pairs() -> None:
         assert np.isfinite(values).all() and values.std() > 1e-3, (key, values)
     # the discriminator learns to tell real from fake images at all
     assert np.mean([o["d_image"] for o in outputs[-8:]]) < np.mean([o["d_image"] for o in outputs[:4]])
+
+
+def test_auxiliary_heads_learn_the_findings() -> None:
+    """With D_image's finding classifier and F's label head on, both BCE terms fall on the synthetic pairs; the
+    classifier needs its head."""
+    items = synthetic_pairs(32, seed=0)
+    batches = [collate(items[i : i + 8]) for i in range(0, 32, 8)]
+    networks = build_networks(heads=True)
+    trainer = make_trainer(
+        batches, networks, f_lr=3e-3, d_lr=1e-3, max_epochs=6, classification_weight=1.0, use_joint_loss=False
+    )
+    outputs = record_outputs(trainer)
+    trainer.run()
+    for key in ("d_class", "f_labels"):
+        values = [o[key] for o in outputs]
+        assert np.mean(values[-4:]) < 0.8 * np.mean(values[:4]), (key, values)
+    assert np.isfinite([o["g_class"] for o in outputs]).all()
+    with pytest.raises(ValueError, match="class_head"):
+        make_trainer(batches, classification_weight=1.0)
 
 
 # ---------------------------------------------------------------------------------------------- label fraction

@@ -58,3 +58,15 @@ def test_rotation_loss_low_for_correct_prediction():
     good = F.one_hot(targets, 4).float() * 20
     bad = F.one_hot((targets + 1) % 4, 4).float() * 20
     assert rotation_loss(good, targets) < 1e-3 < rotation_loss(bad, targets)
+
+
+def test_classification_loss_averages_labelled_rows_only():
+    from bundle.losses import classification_loss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5], [-3.0, 3.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    full = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    assert torch.allclose(classification_loss(logits, labels), full)
+    rows = torch.nn.functional.binary_cross_entropy_with_logits(logits[[0, 2]], labels[[0, 2]])
+    assert torch.allclose(classification_loss(logits, labels, torch.tensor([1.0, 0.0, 1.0])), rows)
+    assert classification_loss(logits, labels, torch.zeros(3)) == 0  # nothing labelled: no signal, no NaN

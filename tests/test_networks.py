@@ -272,3 +272,38 @@ def test_gradients_reach_generator_from_every_term() -> None:
         term(g(z, y)).backward()
         grad = first.grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, term.__name__
+
+
+def test_image_discriminator_class_head_shares_the_forward_pass() -> None:
+    d = ImageDiscriminator(image_size=32, base_channels=8, attention_resolution=None, class_head=True).eval()
+    x, y = torch.rand(3, 3, 32, 32) * 2 - 1, labels(3)
+    logits, rotation, classes = d(x, y, return_rotation=True, return_class=True)
+    assert classes.shape == (3, K) and torch.allclose(classes, d.class_logits(d.features(x)))
+    assert torch.allclose(logits, d(x, y)) and torch.allclose(rotation, d.rotation_logits(x))
+    only_logits, only_classes = d(x, y, return_class=True)
+    assert torch.allclose(only_logits, logits) and torch.allclose(only_classes, classes)
+    assert has_spectral_norm(d.classifier)
+    with pytest.raises(RuntimeError, match="class_head"):
+        ImageDiscriminator(image_size=32, base_channels=8, attention_resolution=None)(x, y, return_class=True)
+
+
+def test_decoder_label_head_conditions_the_sentences_and_is_trained() -> None:
+    f = ReportDecoder(VOCAB, num_classes=K, **TINY_DECODER).eval()  # BatchNorm on running stats: rows independent
+    x, tokens, y = torch.randn(2, 3, 32, 32), make_report(2, [3, 2]), labels(2)
+    assert f.label_logits(x).shape == (2, K)
+    topics, stops = f.sentences(x, S)
+    with torch.no_grad():  # the sentence LSTM reads the head's probabilities: moving the head moves the topics
+        f.label_head.bias.add_(3.0)
+    moved, _ = f.sentences(x, S)
+    assert not torch.allclose(topics, moved)
+    losses = f.loss(x, tokens, labels=y)
+    plain = f.loss(x, tokens)
+    assert "label_loss" not in plain and torch.allclose(losses["loss"], plain["loss"] + losses["label_loss"])
+    expected = F.binary_cross_entropy_with_logits(f.label_logits(x), y)
+    assert torch.allclose(losses["label_loss"], expected)
+    # unlabelled rows do not count
+    only_first = f.loss(x, tokens, labels=y, labelled=torch.tensor([1.0, 0.0]))["label_loss"]
+    assert torch.allclose(only_first, F.binary_cross_entropy_with_logits(f.label_logits(x[:1]), y[:1]))
+    assert torch.autograd.grad(losses["label_loss"], f.label_head.weight)[0].abs().sum() > 0
+    with pytest.raises(RuntimeError, match="num_classes=0"):
+        ReportDecoder(VOCAB, **TINY_DECODER).label_logits(x)

@@ -3,7 +3,9 @@
 Residual down blocks, ReLU and global sum pooling give phi(x). The real/fake logit is
 ``linear(phi) + <embed(y), phi>`` (projection discriminator), and a 4-way head on the same phi predicts the
 rotation (0/90/180/270 degrees) for SS-GAN's self-supervised loss. An all-zero label row (unlabelled item)
-or ``labels=None`` gives a zero projection term, leaving the unconditional logit.
+or ``labels=None`` gives a zero projection term, leaving the unconditional logit. An optional auxiliary
+classifier head (``class_head``, AC-GAN style, off in the paper) predicts the findings from the same phi; trained on
+real images, it gives the generator a direct label signal early in training, when the projection term is weak.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ImageDiscriminator(nn.Module):
         attention_resolution: resolution at which self-attention runs (64 at 128 px), or None.
         spectral_norm: spectral-normalise every conv and linear layer, the projection embedding included.
         rotation_head: build the 4-way rotation classifier.
+        class_head: build the auxiliary multi-label classifier of the findings (:meth:`class_logits`).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class ImageDiscriminator(nn.Module):
         attention_resolution: int | None = 64,
         spectral_norm: bool = True,
         rotation_head: bool = True,
+        class_head: bool = False,
     ) -> None:
         super().__init__()
         if channel_multipliers is None:
@@ -62,6 +66,7 @@ class ImageDiscriminator(nn.Module):
         self.linear = snlinear(features, 1, spectral_norm=spectral_norm)
         self.embed = snlinear(num_classes, features, bias=False, spectral_norm=spectral_norm)
         self.rotation = snlinear(features, 4, spectral_norm=spectral_norm) if rotation_head else None
+        self.classifier = snlinear(features, num_classes, spectral_norm=spectral_norm) if class_head else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features phi(x) ``[B, F]``."""
@@ -79,19 +84,31 @@ class ImageDiscriminator(nn.Module):
         return out
 
     def forward(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, return_rotation: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Real/fake logits ``[B]``; with ``return_rotation`` also the rotation logits ``[B, 4]`` from the same
-        forward pass (cheaper than calling :meth:`rotation_logits` separately)."""
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_rotation: bool = False,
+        return_class: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Real/fake logits ``[B]``; with ``return_rotation`` also the rotation logits ``[B, 4]`` and with
+        ``return_class`` the finding logits ``[B, num_classes]``, in that order, from the same forward pass
+        (cheaper than calling :meth:`rotation_logits` separately)."""
         phi = self.features(x)
         out = self.logits(phi, labels)
-        if return_rotation:
-            return out, self._rotation(phi)
-        return out
+        if not (return_rotation or return_class):
+            return out
+        extra = ([self._rotation(phi)] if return_rotation else []) + ([self.class_logits(phi)] if return_class else [])
+        return (out, *extra)
 
     def rotation_logits(self, x: torch.Tensor) -> torch.Tensor:
         """4-way rotation logits ``[B, 4]`` (classes 0, 90, 180, 270 degrees)."""
         return self._rotation(self.features(x))
+
+    def class_logits(self, phi: torch.Tensor) -> torch.Tensor:
+        """Multi-label finding logits ``[B, num_classes]`` of the auxiliary classifier, from features phi."""
+        if self.classifier is None:
+            raise RuntimeError("this ImageDiscriminator was built with class_head=False")
+        return self.classifier(phi)
 
     def _rotation(self, phi: torch.Tensor) -> torch.Tensor:
         if self.rotation is None:

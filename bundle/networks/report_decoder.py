@@ -3,7 +3,11 @@
 An image encoder (MONAI DenseNet-121) gives a feature vector; a sentence LSTM, fed that vector at every
 step, gives per sentence a stop logit (linear) and a topic vector (3-layer MLP); a 3-layer word LSTM reads
 the topic, then ``<start>``, then the words, and predicts the next word. The word LSTM runs on all
-``B * S`` sentences at once. Free-running :meth:`ReportDecoder.sample` feeds each step's word distribution
+``B * S`` sentences at once. With ``num_classes`` > 0 a linear head predicts the findings from the image
+features and the sentence LSTM also reads their probabilities (the multi-label tag prediction of the hierarchical
+report generators EMIXER builds on, Jing et al. 2018): trained on the real labels, it ties the sentences to the
+findings long before the word model alone would learn to look at the image. Free-running
+:meth:`ReportDecoder.sample` feeds each step's word distribution
 (straight-through Gumbel-softmax) times the embedding matrix back in, so the generated report stays
 differentiable with respect to the image, and so to the generator's output.
 """
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet, DenseNet121
 
 from bundle.data.errors import DataError
+from bundle.losses import classification_loss
 from bundle.networks.layers import END_ID, PAD_ID, START_ID
 
 ENCODERS = ("densenet121", "small")
@@ -111,6 +116,8 @@ class ReportDecoder(nn.Module):
         word_layers: word LSTM layers (3 in the paper).
         pretrained_encoder_path: optional state dict for the encoder (e.g. a DenseNet-121 trained on chest
             X-rays); entries of other names or shapes are skipped.
+        num_classes: findings predicted by the label head that conditions the sentence LSTM (0: no head, the
+            paper's decoder).
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class ReportDecoder(nn.Module):
         word_hidden: int = 512,
         word_layers: int = 3,
         pretrained_encoder_path: str | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if vocab_size <= max(PAD_ID, START_ID, END_ID) + 1:
@@ -135,7 +143,9 @@ class ReportDecoder(nn.Module):
         self.encoder = build_image_encoder(encoder, in_channels, encoder_features)
         if pretrained_encoder_path:
             load_encoder_weights(self.encoder, pretrained_encoder_path)
-        self.sentence_lstm = nn.LSTMCell(encoder_features, sentence_hidden)
+        self.num_classes = int(num_classes)
+        self.label_head = nn.Linear(encoder_features, self.num_classes) if self.num_classes > 0 else None
+        self.sentence_lstm = nn.LSTMCell(encoder_features + self.num_classes, sentence_hidden)
         self.stop = nn.Linear(sentence_hidden, 1)
         self.topic = nn.Sequential(
             nn.Linear(sentence_hidden, topic_dim),
@@ -152,9 +162,24 @@ class ReportDecoder(nn.Module):
         never[[PAD_ID, START_ID]] = True  # never generated: pad is only filler, start only an input
         self.register_buffer("never_generated", never, persistent=False)
 
-    def sentences(self, images: torch.Tensor, num_sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``)."""
+    def label_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Finding logits ``[B, num_classes]`` of the label head."""
+        if self.label_head is None:
+            raise RuntimeError("this ReportDecoder was built with num_classes=0 (no label head)")
+        return self.label_head(self.encoder(images))
+
+    def sentences(
+        self, images: torch.Tensor, num_sentences: int, return_label_logits: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``), and the
+        label head's logits ``[B, num_classes]`` with ``return_label_logits``."""
         features = self.encoder(images)
+        label_logits = None
+        if self.label_head is not None:
+            label_logits = self.label_head(features)
+            features = torch.cat([features, torch.sigmoid(label_logits)], dim=1)
+        elif return_label_logits:
+            raise RuntimeError("this ReportDecoder was built with num_classes=0 (no label head)")
         h = features.new_zeros(features.shape[0], self.sentence_lstm.hidden_size)
         c = torch.zeros_like(h)
         states = []
@@ -162,19 +187,26 @@ class ReportDecoder(nn.Module):
             h, c = self.sentence_lstm(features, (h, c))
             states.append(h)
         states = torch.stack(states, dim=1)
-        return self.topic_to_input(self.topic(states)), self.stop(states).squeeze(-1)
+        topics, stop_logits = self.topic_to_input(self.topic(states)), self.stop(states).squeeze(-1)
+        if return_label_logits:
+            return topics, stop_logits, label_logits
+        return topics, stop_logits
 
     def forward(self, images: torch.Tensor, report_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: images and ``report_tokens [B, S, W]`` -> (word logits ``[B, S, W, V]``, stop logits
         ``[B, S]``). Word ``j`` is predicted from the topic, ``<start>`` and words ``< j``."""
         if report_tokens.dim() != 3:
             raise ValueError(f"report_tokens must be [B, S, W], got {tuple(report_tokens.shape)}")
+        topics, stop_logits = self.sentences(images, report_tokens.shape[1])
+        return self._teacher_forced_words(topics, report_tokens), stop_logits
+
+    def _teacher_forced_words(self, topics: torch.Tensor, report_tokens: torch.Tensor) -> torch.Tensor:
+        """Word logits ``[B, S, W, V]`` of the word LSTM reading each topic, ``<start>`` and the true words."""
         b, s, w = report_tokens.shape
-        topics, stop_logits = self.sentences(images, s)
         start = self.embedding.weight[START_ID].expand(b, s, 1, -1)
         inputs = torch.cat([topics.unsqueeze(2), start, self.embedding(report_tokens[:, :, :-1])], dim=2)
         outputs, _ = self.word_lstm(inputs.reshape(b * s, w + 1, -1))
-        return self.word_out(outputs[:, 1:]).view(b, s, w, self.vocab_size), stop_logits
+        return self.word_out(outputs[:, 1:]).view(b, s, w, self.vocab_size)
 
     def loss(
         self,
@@ -182,10 +214,25 @@ class ReportDecoder(nn.Module):
         report_tokens: torch.Tensor,
         report_num_sentences: torch.Tensor | None = None,
         stop_weight: float = 1.0,
+        labels: torch.Tensor | None = None,
+        labelled: torch.Tensor | None = None,
+        label_weight: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """Teacher-forced :func:`report_loss` of this decoder on real pairs."""
-        word_logits, stop_logits = self(images, report_tokens)
-        return report_loss(word_logits, stop_logits, report_tokens, report_num_sentences, stop_weight)
+        """Teacher-forced :func:`report_loss` of this decoder on real pairs; with a label head and ``labels``
+        ``[B, num_classes]`` also ``label_weight`` x the head's BCE (``label_loss``) over the rows where
+        ``labelled`` ``[B]`` is 1 (all rows when None)."""
+        if report_tokens.dim() != 3:
+            raise ValueError(f"report_tokens must be [B, S, W], got {tuple(report_tokens.shape)}")
+        with_labels = self.label_head is not None and labels is not None
+        parts = self.sentences(images, report_tokens.shape[1], return_label_logits=with_labels)
+        topics, stop_logits = parts[0], parts[1]
+        word_logits = self._teacher_forced_words(topics, report_tokens)
+        out = report_loss(word_logits, stop_logits, report_tokens, report_num_sentences, stop_weight)
+        if with_labels:
+            label_loss = classification_loss(parts[2].float(), labels, labelled)
+            out["label_loss"] = label_loss
+            out["loss"] = out["loss"] + label_weight * label_loss
+        return out
 
     @staticmethod
     def _word_distribution(logits: torch.Tensor, temperature: float, hard: bool, gumbel: bool) -> torch.Tensor:
