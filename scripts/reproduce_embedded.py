@@ -344,6 +344,19 @@ def run_tables(metrics: Mapping[str, Any]) -> list[str]:
             f"verbatim copies of training reports: generated {_fmt(reports.get('verbatim_copy_rate'))}, "
             f"real test {_fmt(reports.get('real_test_verbatim_copy_rate'))}"
         )
+    decoder = reports.get("decoder") if isinstance(reports, Mapping) else None
+    if isinstance(decoder, Mapping):
+        ce = decoder.get("clinical_efficacy", {})
+        scores = ", ".join(
+            f"{key} {_fmt(decoder.get(key))}"
+            for key in ("BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "METEOR")
+            if key in decoder
+        )
+        lines.append(
+            f"- report decoder F on the real test images: {scores}; clinical efficacy F1 micro "
+            f"{_fmt(ce.get('f1_micro'))} / macro {_fmt(ce.get('f1_macro'))}; label F1 against the images' labels "
+            f"{_fmt(decoder.get('label_f1', {}).get('mean_f1'))}"
+        )
     lines.append(f"- memorisation audit: {metrics['memorisation'].get('verdict', '-')}")
     lines.append(f"- verdict: {metrics.get('verdict', '-')}")
     return lines
@@ -568,6 +581,9 @@ def reproduce(
         times[f"generate {name}"] = time.perf_counter() - start
         start = time.perf_counter()
         eval_dir = run["run_dir"] / "evaluation"
+        from bundle.checkpoints import latest_checkpoint
+
+        decoder_overrides = {k: v for k, v in run["overrides"].items() if not k.startswith("train#")}
         metrics = evaluate(
             dataset,
             generated,
@@ -576,6 +592,9 @@ def reproduce(
             classifier_config=CLASSIFIER_CONFIGS,
             image_size=image_size,
             seed=run["seed"],
+            decoder_checkpoint=latest_checkpoint(run["run_dir"] / "models") or None,
+            decoder_config=TRAIN_CONFIGS,
+            decoder_overrides=decoder_overrides,
             num_threads=num_threads,
             **classifier_overrides,
         )
