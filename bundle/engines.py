@@ -69,6 +69,7 @@ LOSS_KEYS = (
     "g_image",
     "g_rotation",
     "g_class",
+    "g_consistency",
     "g_report",
     "g_joint",
     "f_teacher_forcing",
@@ -166,6 +167,10 @@ class EMIXERTrainer(Trainer):
             G gets the same BCE of its fakes against their conditioning labels (``d_class`` / ``g_class``).
         report_label_weight: weight of the BCE of F's label head on the labelled real images (``f_labels``; only
             when F was built with ``num_classes`` > 0).
+        consistency_weight: weight of G's label consistency term (``g_consistency``; 0 = off, the paper's setting;
+            needs F's label head): the BCE of F's label head, read on G's images, against their conditioning labels.
+            F is frozen for this term (it learns its head on real images only), so only G moves: G is asked to draw
+            what F reads as the requested findings, the findings F's reports are conditioned on.
         stop_weight: weight of the stop-probability loss inside F's teacher-forced loss.
         gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
         ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
@@ -213,6 +218,7 @@ class EMIXERTrainer(Trainer):
         teacher_forcing_weight: float = 1.0,
         classification_weight: float = 0.0,
         report_label_weight: float = 1.0,
+        consistency_weight: float = 0.0,
         stop_weight: float = 1.0,
         gumbel_temperature: float = 1.0,
         ema_decay: float | None = None,
@@ -281,6 +287,9 @@ class EMIXERTrainer(Trainer):
         self.joint_loss_weight, self.teacher_forcing_weight = float(joint_loss_weight), float(teacher_forcing_weight)
         self.stop_weight, self.gumbel_temperature = float(stop_weight), float(gumbel_temperature)
         self.classification_weight, self.report_label_weight = float(classification_weight), float(report_label_weight)
+        self.consistency_weight = float(consistency_weight)
+        if self.consistency_weight and getattr(report_decoder, "label_head", None) is None:
+            raise ValueError("consistency_weight > 0 needs a report_decoder built with num_classes > 0 (a label head)")
         if self.classification_weight and getattr(image_discriminator, "classifier", None) is None:
             raise ValueError("classification_weight > 0 needs an image_discriminator built with class_head=True")
         self.optim_set_to_none = optim_set_to_none
@@ -444,6 +453,10 @@ class EMIXERTrainer(Trainer):
                 g_total = real.new_zeros(())
                 if use_image_d:
                     g_total = g_total + engine._image_g_loss(x_fake, y_fake, add, labelled_fakes=index is not None)
+                if engine.consistency_weight and index is not None:
+                    loss = engine._consistency_loss(x_fake, y_fake)
+                    add("g_consistency", loss)
+                    g_total = g_total + engine.consistency_weight * loss
                 if use_text:
                     s_fake = engine._sample_reports(x_fake)
                     if engine.use_report_loss:
@@ -562,6 +575,22 @@ class EMIXERTrainer(Trainer):
             add("g_image", loss)
             total = total + self.image_loss_weight * loss
         return total
+
+    def _consistency_loss(self, x_fake: torch.Tensor, y_fake: torch.Tensor) -> torch.Tensor:
+        """BCE of F's label head on G's images against their conditioning labels. F's parameters are frozen and its
+        BatchNorms read their running (real-image) statistics, as at inference, without updating them."""
+        f = self.report_decoder
+        f_params = [p for p in f.parameters() if p.requires_grad]
+        was_training = f.training
+        for p in f_params:
+            p.requires_grad_(False)
+        f.eval()
+        try:
+            return classification_loss(f.label_logits(x_fake).float(), y_fake)
+        finally:
+            f.train(was_training)
+            for p in f_params:
+                p.requires_grad_(True)
 
     def _set_d_requires_grad(self, flag: bool) -> None:
         for p in self._d_params:

@@ -34,7 +34,8 @@ TOP_FILES = ("LICENSE", "README.md", "large_files.yml")
 CONFIG_FILES = ("metadata.json", "logging.conf", "train.json", "demo.json", "multi_gpu_train.json")
 #: Inference networks, whose referenced sizes are copied from the training configs into the packaged inference.json.
 NETWORK_IDS = ("network_def", "report_decoder_def")
-SKIPPED_SIZES = ("num_classes", "vocab_size")  # read from models/ at inference time
+SKIPPED_SIZES = ("num_classes", "vocab_size", "report_label_classes")  # read from models/ at inference time
+SWITCHES = ("report_label_head",)  # architecture switches the skipped sizes depend on
 
 
 def network_sizes(inference: dict[str, Any], train_configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def network_sizes(inference: dict[str, Any], train_configs: list[str], overrides
         for value in inference[network].values():
             if isinstance(value, str) and value.startswith("@") and value[1:] not in SKIPPED_SIZES:
                 sizes[value[1:]] = parser.get_parsed_content(value[1:])
+    sizes.update({key: parser.get_parsed_content(key) for key in SWITCHES if key in inference})
     return sizes
 
 

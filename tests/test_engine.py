@@ -161,7 +161,7 @@ def params_of(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
-HEAD_TERMS = ["d_class", "g_class", "f_labels"]
+HEAD_TERMS = ["d_class", "g_class", "f_labels", "g_consistency"]
 
 
 @pytest.mark.parametrize(
@@ -176,10 +176,10 @@ HEAD_TERMS = ["d_class", "g_class", "f_labels"]
             {"use_rotation_loss": False, "use_teacher_forcing": False},
             ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS,
         ),
-        ({"heads": True, "classification_weight": 1.0}, []),
+        ({"heads": True, "classification_weight": 1.0, "consistency_weight": 1.0}, []),
         (
             {"heads": True, "classification_weight": 1.0, "use_rotation_loss": False},
-            ["d_rotation", "g_rotation"],
+            ["d_rotation", "g_rotation", "g_consistency"],
         ),
     ],
     ids=["all_terms", "sm_gan", "no_rotation_no_teacher_forcing", "auxiliary_heads", "heads_no_rotation"],
@@ -343,6 +343,30 @@ def test_auxiliary_heads_learn_the_findings() -> None:
     assert np.isfinite([o["g_class"] for o in outputs]).all()
     with pytest.raises(ValueError, match="class_head"):
         make_trainer(batches, classification_weight=1.0)
+
+
+def test_consistency_term_moves_g_through_a_frozen_label_head(batch) -> None:
+    """g_consistency is F's label-head BCE on the fakes: it trains G, leaves F (weights and BatchNorm statistics)
+    alone, and needs F's label head."""
+    networks = build_networks(heads=True)
+    f = networks["report_decoder"]
+    trainer = make_trainer(
+        [batch],
+        networks,
+        f_lr=1e-2,
+        consistency_weight=1.0,
+        use_teacher_forcing=False,
+        use_report_loss=False,
+        use_joint_loss=False,
+    )
+    f_before, g_before = copy.deepcopy(f.state_dict()), params_of(trainer.generator)
+    trainer.run()
+    assert np.isfinite(trainer.state.output["g_consistency"])
+    assert all(torch.equal(v, f.state_dict()[k]) for k, v in f_before.items())  # weights and running stats
+    assert f.training and all(p.requires_grad for p in f.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.generator.parameters()))
+    with pytest.raises(ValueError, match="label head"):
+        make_trainer([batch], consistency_weight=1.0)
 
 
 # ---------------------------------------------------------------------------------------------- label fraction

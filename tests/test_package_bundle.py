@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from scripts.package_bundle import package_bundle
+from scripts.package_bundle import network_sizes, package_bundle
 from tests.tiny import TINY
 
 SIZES = {k: v for k, v in TINY.items() if k not in ("batch_size", "max_epochs", "epoch_length", "num_workers")}
@@ -84,3 +84,12 @@ def test_packaged_bundle_runs_inference_from_a_fresh_folder(dataset_dir: Path, t
     assert len(generated["training"]) == 3
     assert generated["class_names"] == json.loads((dataset_dir / "datalist.json").read_text())["class_names"]
     assert all((root / "output" / "generated" / item["image"]).is_file() for item in generated["training"])
+
+
+def test_network_sizes_carry_the_trained_architecture_switches() -> None:
+    configs = [str(Path(__file__).parents[1] / "configs" / name) for name in ("train.json", "demo.json")]
+    inference = json.loads((Path(__file__).parents[1] / "configs" / "inference.json").read_text())
+    sizes = network_sizes(inference, configs, {**SIZES, "report_label_head": True})
+    assert sizes["report_label_head"] is True and sizes["image_size"] == TINY["image_size"]
+    assert not {"num_classes", "vocab_size", "report_label_classes"} & set(sizes)  # read from models/ instead
+    assert network_sizes(inference, configs, {**SIZES, "report_label_head": False})["report_label_head"] is False

@@ -111,3 +111,33 @@ def test_latest_checkpoint_is_the_last_written(tmp_path: Path) -> None:
     files["checkpoint_final.pt"].unlink()
     assert latest_checkpoint(tmp_path) == str(later)
     assert checkpoint_iteration(later) == 150 and checkpoint_iteration(files["checkpoint_final.pt"]) == -1
+
+
+def test_embedded_full_config_builds_the_larger_model_and_trains_one_iteration(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    """configs/embedded_full.json layers on the demo: attention, wider channels, two critic steps, every term on."""
+    configs = CONFIGS + [str(Path(CONFIGS[0]).parent / "embedded_full.json")]
+    full = ConfigParser()
+    full.read_config(configs)
+    demo = ConfigParser()
+    demo.read_config(CONFIGS)
+    assert full["base_channels"] > demo["base_channels"] and full["attention_resolution"]
+    assert full["max_epochs"] * full["epoch_length"] > demo["max_epochs"] * demo["epoch_length"]
+    assert full["n_critic"] == 2 and full["train#trainer#use_rotation_loss"] is True
+    settings = {
+        **{k: v for k, v in TINY.items() if k not in ("base_channels", "attention_resolution")},
+        "base_channels": 4,
+        "attention_resolution": 16,
+        "dataset_dir": str(dataset_dir),
+        "output_dir": str(tmp_path / "full"),
+        "max_epochs": 1,
+        "epoch_length": 1,
+    }
+    flow = ConfigWorkflow(config_file=configs, logging_file=False, workflow_type="train", **settings)
+    flow.initialize()
+    assert flow.check_properties() == []
+    flow.run()
+    flow.finalize()
+    assert flow.trainer.state.iteration == 1 and set(flow.trainer.state.output) >= {"d_rotation", "g_joint"}
+    assert (tmp_path / "full" / "models" / "checkpoint_final.pt").is_file()

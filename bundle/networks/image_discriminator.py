@@ -66,7 +66,9 @@ class ImageDiscriminator(nn.Module):
         self.linear = snlinear(features, 1, spectral_norm=spectral_norm)
         self.embed = snlinear(num_classes, features, bias=False, spectral_norm=spectral_norm)
         self.rotation = snlinear(features, 4, spectral_norm=spectral_norm) if rotation_head else None
-        self.classifier = snlinear(features, num_classes, spectral_norm=spectral_norm) if class_head else None
+        # No spectral norm on the class head: a unit-norm head on these features cannot reach confident logits, and
+        # the head only serves the (bounded) BCE, not the adversarial logit that the Lipschitz constraint is for.
+        self.classifier = nn.Linear(features, num_classes) if class_head else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features phi(x) ``[B, F]``."""
