@@ -488,6 +488,7 @@ def reproduce(
     classifier_overrides: Mapping[str, Any] | None = None,
     train_minutes: float | None = None,
     num_threads: int = 1,
+    train_only: bool = False,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     """Prepare, train every setting x seed, evaluate against ONE real-trained classifier, write ``results``.
@@ -505,6 +506,8 @@ def reproduce(
             for rebuilding it in every evaluation.
         train_minutes: stop each training run after this many minutes (None: the configured iterations).
         num_threads: torch threads for every step.
+        train_only: stop after training (e.g. to train settings in parallel processes into the same ``out_dir``; a
+            later call without it reuses the finished runs, evaluates them all and writes ``results``).
         overrides: training / inference config values (``epoch_length``, ``max_epochs``, ``image_size``...).
 
     Returns:
@@ -562,6 +565,10 @@ def reproduce(
             runs.append(
                 {"setting": setting, "seed": seed, "run_dir": run_dir, "overrides": run_overrides, "record": record}
             )
+
+    if train_only:
+        print(f"trained {len(runs)} run(s) into {out}; run again without --train_only to evaluate and write results")
+        return []
 
     start = time.perf_counter()
     image_size = int(overrides.get("image_size", _config_value(TRAIN_CONFIGS, "image_size")))

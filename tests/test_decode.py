@@ -75,7 +75,8 @@ def test_one_report_per_test_item_scored_with_the_issue_metrics(decoded: dict, d
     expected = DECODER_KEYS if java_available() else DECODER_KEYS - {"METEOR"}
     assert set(metrics) == expected
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "METEOR") if key in metrics)
-    assert metrics["BLEU-1"] >= metrics["BLEU-2"] >= metrics["BLEU-3"] >= metrics["BLEU-4"]
+    bleu = [metrics[f"BLEU-{n}"] for n in (1, 2, 3, 4)]  # non-increasing (up to the scorer's 1e-9 smoothing)
+    assert all(a >= b - 1e-9 for a, b in zip(bleu, bleu[1:])), bleu
     assert set(metrics["clinical_efficacy"]) == CE_KEYS
     names = read_datalist(dataset_dir).class_names
     assert set(metrics["label_f1"]["per_class"]) == set(names) and metrics["label_f1"]["num_reports"] == len(test)
@@ -107,7 +108,7 @@ def test_reports_are_f_greedy_decode_of_the_training_preprocessed_image(
         [torch.as_tensor(train_preprocessing(dict(i))["image"]).as_subclass(torch.Tensor) for i in items]
     )
     images = torch.cat(seen)
-    assert images.shape == (len(items), 3, TINY["image_size"], TINY["image_size"])
+    assert images.shape == (len(items), parser["image_channels"], TINY["image_size"], TINY["image_size"])
     assert torch.equal(images, by_hand.float())
     assert images.min() >= -1 and images.max() <= 1 and images.min() < 0  # [-1, 1], not [0, 1]
 

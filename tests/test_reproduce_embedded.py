@@ -103,3 +103,30 @@ def test_results_markdown_has_the_tables_and_existing_figures(reproduced: dict) 
         figure = results.parent / link
         assert not Path(link).is_absolute() and figure.parent == results.with_suffix("")
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+
+
+def test_results_score_each_runs_report_decoder(reproduced: dict) -> None:
+    text = reproduced["results"].read_text()
+    assert text.count("report decoder F on the real test images") == len(RUN_SETTINGS)
+    for setting in RUN_SETTINGS:
+        decoder = json.loads((reproduced["out"] / setting / "seed0" / "evaluation" / "metrics.json").read_text())
+        assert {"BLEU-4", "CIDEr", "ROUGE-L"} <= set(decoder["reports"]["decoder"])
+
+
+def test_train_only_trains_without_evaluating(reproduced: dict) -> None:
+    root: Path = reproduced["root"]
+    results = root / "train_only.md"
+    tiny = {k: v for k, v in TINY.items() if k != "num_threads"}
+    rows = reproduce(
+        dataset_dir=str(root / "embedded"),
+        out_dir=str(reproduced["out"]),
+        results=str(results),
+        settings="label_fraction_0.3",
+        seeds=(0,),
+        train_only=True,
+        **tiny,
+    )
+    run = reproduced["out"] / "label_fraction_0.3" / "seed0"
+    assert rows == [] and not results.exists() and not (run / "evaluation").exists()
+    record = json.loads((run / "train_record.json").read_text())
+    assert record["overrides"]["label_fraction"] == 0.3 and record["iterations"] == TINY["epoch_length"]
