@@ -39,6 +39,7 @@ from .suite import (
     SPLITS,
     config_files,
     data_error_cause,
+    preprocess_or_skip,
     read_datalist,
     subsample,
     to_jsonable,
@@ -128,13 +129,8 @@ def _batches(
     kept: list[int] = []
     images: list[torch.Tensor] = []
     for index, item in enumerate(items):
-        try:
-            data = transform(dict(item))
-        except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
-            cause = data_error_cause(err)
-            if cause is None:
-                raise
-            skip.handle(cause)
+        data = preprocess_or_skip(transform, item, skip)
+        if data is None:
             continue
         kept.append(index)
         images.append(torch.as_tensor(data["image"]).as_subclass(torch.Tensor).float())

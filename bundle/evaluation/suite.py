@@ -69,6 +69,7 @@ __all__ = [
     "classify_images",
     "config_files",
     "data_error_cause",
+    "preprocess_or_skip",
     "evaluate",
     "load_image_set",
     "read_datalist",
@@ -286,6 +287,19 @@ def data_error_cause(error: BaseException | None) -> DataError | None:
     return None
 
 
+def preprocess_or_skip(transform: Any, item: Mapping[str, Any], skip: SkipCounter) -> dict | None:
+    """``transform`` applied to a copy of ``item``; an unreadable input raises its :class:`DataError` (naming the file),
+    or is counted and gives None when ``skip`` skips bad input. Other errors propagate."""
+    try:
+        return transform(dict(item))
+    except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
+        cause = data_error_cause(err)
+        if cause is None:
+            raise
+        skip.handle(cause)
+        return None
+
+
 def load_image_set(
     name: str,
     items: Sequence[Mapping[str, Any]],
@@ -300,13 +314,8 @@ def load_image_set(
     """
     kept, images = [], []
     for item in items:
-        try:
-            data = transform(dict(item))
-        except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
-            cause = data_error_cause(err)
-            if cause is None:
-                raise
-            skip.handle(cause)
+        data = preprocess_or_skip(transform, item, skip)
+        if data is None:
             continue
         image = torch.as_tensor(data["image"]).as_subclass(torch.Tensor).float()
         if image.ndim != 3:
