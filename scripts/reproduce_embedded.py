@@ -2,6 +2,7 @@
 
     python scripts/reproduce_embedded.py                                  # all settings, seed 0, demo config
     python scripts/reproduce_embedded.py --settings full --seeds "[0,1]"  # one setting, spread over two seeds
+    python scripts/reproduce_embedded.py --settings "[full,sm_gan]" --seeds "{full: [0,1], sm_gan: [0]}"
     python scripts/reproduce_embedded.py --settings full --epoch_length 50 --max_epochs 6 --train_minutes 40
 
 One run, with fixed seeds, of the whole pipeline:
@@ -482,7 +483,7 @@ def reproduce(
     out_dir: str = "output/reproduce",
     results: str = "docs/results/embedded.md",
     settings: str | Sequence[str] = ("full", "label_fraction_0.3", "label_fraction_0.5", "sm_gan"),
-    seeds: int | Sequence[int] = (0,),
+    seeds: int | Sequence[int] | Mapping[str, int | Sequence[int]] = (0,),
     num_samples: int = 256,
     classifier_epochs: int = 5,
     classifier_overrides: Mapping[str, Any] | None = None,
@@ -499,7 +500,8 @@ def reproduce(
         out_dir: runs (``<setting>/seed<k>``: models, TensorBoard, generated, evaluation) and the shared classifier.
         results: the Markdown results file; figures go to the folder of the same name without ``.md``.
         settings: names from :data:`SETTINGS`.
-        seeds: training / generation / evaluation seeds; two or more give the spread.
+        seeds: training / generation / evaluation seeds; two or more give the spread. A mapping gives each setting
+            its own seeds (settings it leaves out get seed 0).
         num_samples: generated paired samples per run (labels drawn from the training split).
         classifier_epochs: epochs of the shared evaluation classifier.
         classifier_overrides: classifier config values (e.g. a small ``classifier_def``), used for training it and
@@ -516,10 +518,14 @@ def reproduce(
     import torch
 
     settings = (settings,) if isinstance(settings, str) else tuple(settings)
-    seeds = (seeds,) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    per_setting = {
+        setting: _seed_tuple(seeds.get(setting, (0,)) if isinstance(seeds, Mapping) else seeds) for setting in settings
+    }
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
+    if isinstance(seeds, Mapping) and set(seeds) - set(settings):
+        raise ValueError(f"seeds name settings that are not run: {sorted(set(seeds) - set(settings))}")
     classifier_overrides = dict(classifier_overrides or {})
     arguments = {
         "num_items": num_items,
@@ -527,7 +533,11 @@ def reproduce(
         "out_dir": out_dir,
         "results": results,
         "settings": list(settings),
-        "seeds": list(seeds),
+        "seeds": (
+            {k: list(v) for k, v in per_setting.items()}
+            if isinstance(seeds, Mapping)
+            else list(per_setting[settings[0]])
+        ),
         "num_samples": num_samples,
         "classifier_epochs": classifier_epochs,
         **({"classifier_overrides": classifier_overrides} if classifier_overrides else {}),
@@ -549,7 +559,7 @@ def reproduce(
 
     runs: list[dict[str, Any]] = []
     for setting in settings:
-        for seed in seeds:
+        for seed in per_setting[setting]:
             run_dir = out / setting / f"seed{seed}"
             run_overrides = {
                 "num_threads": num_threads,
@@ -628,6 +638,10 @@ def reproduce(
     )
     print(f"results -> {results_path}")
     return rows
+
+
+def _seed_tuple(seeds: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(seeds),) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
 
 
 def _config_value(config_files: Sequence[str], key: str) -> Any:

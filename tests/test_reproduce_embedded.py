@@ -44,7 +44,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
         out_dir=str(root / "output"),
         results=str(results),
         settings=RUN_SETTINGS,
-        seeds=(0,),
+        seeds={setting: [0] for setting in RUN_SETTINGS},  # per-setting seeds
         num_samples=12,
         classifier_epochs=2,
         classifier_overrides=TINY_CLASSIFIER,
@@ -130,3 +130,10 @@ def test_train_only_trains_without_evaluating(reproduced: dict) -> None:
     assert rows == [] and not results.exists() and not (run / "evaluation").exists()
     record = json.loads((run / "train_record.json").read_text())
     assert record["overrides"]["label_fraction"] == 0.3 and record["iterations"] == TINY["epoch_length"]
+
+
+def test_seeds_per_setting_must_name_settings_that_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sm_gan"):
+        reproduce(dataset_dir=str(tmp_path / "none"), settings="full", seeds={"full": [0, 1], "sm_gan": [0]})
+    with pytest.raises(ValueError, match="unknown settings"):
+        reproduce(dataset_dir=str(tmp_path / "none"), settings="fuller")
