@@ -587,6 +587,7 @@ def reproduce(
     )
     times["evaluation classifier" + (" (reused)" if classifier["reused"] else "")] = time.perf_counter() - start
 
+    from bundle.checkpoints import latest_checkpoint
     from bundle.evaluation.suite import evaluate
     from scripts.demo import preview_sheet
 
@@ -598,8 +599,6 @@ def reproduce(
         times[f"generate {name}"] = time.perf_counter() - start
         start = time.perf_counter()
         eval_dir = run["run_dir"] / "evaluation"
-        from bundle.checkpoints import latest_checkpoint
-
         decoder_overrides = {k: v for k, v in run["overrides"].items() if not k.startswith("train#")}
         metrics = evaluate(
             dataset,

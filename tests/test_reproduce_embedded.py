@@ -12,18 +12,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.reproduce_embedded import SETTINGS, reproduce
-from tests.tiny import TINY, make_tiny_dataset
+from tests.tiny import TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
-    "classifier_def": {
-        "_target_": "DenseNet",
-        "spatial_dims": 2,
-        "in_channels": "@image_channels",
-        "out_channels": "@num_classes",
-        "init_features": 8,
-        "growth_rate": 8,
-        "block_config": [2, 2],
-    },
+    "classifier_def": {**TINY_CLASSIFIER_DEF, "block_config": [2, 2]},  # two dense blocks: quicker still
     "batch_size": 16,
     "num_workers": 0,
     "learning_rate": 0.003,
