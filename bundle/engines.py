@@ -506,12 +506,11 @@ class EMIXERTrainer(Trainer):
         """One D_image pass: real/fake logits, rotation logits (when ``rotation``) and finding logits (when the
         auxiliary classifier is on) from the same features."""
         classes = bool(self.classification_weight)
+        outputs = self.image_discriminator(images, labels, return_rotation=rotation, return_class=classes)
         if not (rotation or classes):
-            return self.image_discriminator(images, labels), None, None
-        outputs = list(self.image_discriminator(images, labels, return_rotation=rotation, return_class=classes))
-        logits = outputs.pop(0)
-        rotation_logits = outputs.pop(0) if rotation else None
-        return logits, rotation_logits, outputs.pop(0) if classes else None
+            return outputs, None, None
+        logits, *heads = outputs  # the requested heads, rotation first
+        return logits, heads[0] if rotation else None, heads[-1] if classes else None
 
     def _image_d_loss(
         self,

@@ -162,24 +162,27 @@ class ReportDecoder(nn.Module):
         never[[PAD_ID, START_ID]] = True  # never generated: pad is only filler, start only an input
         self.register_buffer("never_generated", never, persistent=False)
 
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The sentence LSTM's input ``[B, encoder_features (+ num_classes)]``: the image features, followed by the
+        label head's probabilities when there is a head; and the head's logits ``[B, num_classes]`` (else None)."""
+        features = self.encoder(images)
+        if self.label_head is None:
+            return features, None
+        label_logits = self.label_head(features)
+        return torch.cat([features, torch.sigmoid(label_logits)], dim=1), label_logits
+
     def label_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Finding logits ``[B, num_classes]`` of the label head."""
         if self.label_head is None:
             raise RuntimeError("this ReportDecoder was built with num_classes=0 (no label head)")
-        return self.label_head(self.encoder(images))
+        return self.encode(images)[1]
 
-    def sentences(
-        self, images: torch.Tensor, num_sentences: int, return_label_logits: bool = False
-    ) -> tuple[torch.Tensor, ...]:
-        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``), and the
-        label head's logits ``[B, num_classes]`` with ``return_label_logits``."""
-        features = self.encoder(images)
-        label_logits = None
-        if self.label_head is not None:
-            label_logits = self.label_head(features)
-            features = torch.cat([features, torch.sigmoid(label_logits)], dim=1)
-        elif return_label_logits:
-            raise RuntimeError("this ReportDecoder was built with num_classes=0 (no label head)")
+    def sentences(self, images: torch.Tensor, num_sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``)."""
+        return self._sentence_states(self.encode(images)[0], num_sentences)
+
+    def _sentence_states(self, features: torch.Tensor, num_sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Topic inputs and stop logits of the sentence LSTM fed ``features`` (from :meth:`encode`) at every step."""
         h = features.new_zeros(features.shape[0], self.sentence_lstm.hidden_size)
         c = torch.zeros_like(h)
         states = []
@@ -187,10 +190,7 @@ class ReportDecoder(nn.Module):
             h, c = self.sentence_lstm(features, (h, c))
             states.append(h)
         states = torch.stack(states, dim=1)
-        topics, stop_logits = self.topic_to_input(self.topic(states)), self.stop(states).squeeze(-1)
-        if return_label_logits:
-            return topics, stop_logits, label_logits
-        return topics, stop_logits
+        return self.topic_to_input(self.topic(states)), self.stop(states).squeeze(-1)
 
     def forward(self, images: torch.Tensor, report_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: images and ``report_tokens [B, S, W]`` -> (word logits ``[B, S, W, V]``, stop logits
@@ -223,13 +223,12 @@ class ReportDecoder(nn.Module):
         ``labelled`` ``[B]`` is 1 (all rows when None)."""
         if report_tokens.dim() != 3:
             raise ValueError(f"report_tokens must be [B, S, W], got {tuple(report_tokens.shape)}")
-        with_labels = self.label_head is not None and labels is not None
-        parts = self.sentences(images, report_tokens.shape[1], return_label_logits=with_labels)
-        topics, stop_logits = parts[0], parts[1]
+        features, label_logits = self.encode(images)
+        topics, stop_logits = self._sentence_states(features, report_tokens.shape[1])
         word_logits = self._teacher_forced_words(topics, report_tokens)
         out = report_loss(word_logits, stop_logits, report_tokens, report_num_sentences, stop_weight)
-        if with_labels:
-            label_loss = classification_loss(parts[2].float(), labels, labelled)
+        if label_logits is not None and labels is not None:
+            label_loss = classification_loss(label_logits.float(), labels, labelled)
             out["label_loss"] = label_loss
             out["loss"] = out["loss"] + label_weight * label_loss
         return out
