@@ -159,8 +159,9 @@ def test_joint_discriminator_shape_and_one_hots() -> None:
     assert not torch.allclose(j(x.flip(0), tokens), out)
 
 
-def test_decoder_teacher_forcing_shapes_and_causality() -> None:
-    f = ReportDecoder(VOCAB, **TINY_DECODER).eval()
+@pytest.mark.parametrize("topic_every_step", [False, True])
+def test_decoder_teacher_forcing_shapes_and_causality(topic_every_step: bool) -> None:
+    f = ReportDecoder(VOCAB, topic_every_step=topic_every_step, **TINY_DECODER).eval()
     x = torch.randn(2, 3, 32, 32)
     tokens = make_report(2, [3, 2])
     word_logits, stop_logits = f(x, tokens)
@@ -197,9 +198,43 @@ def test_decoder_overfits_two_examples() -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("topic_every_step", [False, True])
+def test_greedy_decoding_follows_the_teacher_forced_model(topic_every_step: bool) -> None:
+    """Free-running and teacher-forced decoding are one model: re-reading its own greedy report, F predicts each
+    word it wrote (so the word LSTM gets the same inputs on both paths)."""
+    f = ReportDecoder(VOCAB, topic_every_step=topic_every_step, **TINY_DECODER).eval()
+    x = torch.randn(3, 3, 32, 32)
+    out = f.greedy_decode(x)
+    word_logits, _ = f(x, out["tokens"])
+    predicted = word_logits.masked_fill(f.never_generated, float("-inf")).argmax(-1)
+    written = out["tokens"] != PAD_ID
+    assert written.any() and torch.equal(predicted[written], out["tokens"][written])
+
+
+def test_topic_every_step_feeds_the_topic_to_every_word() -> None:
+    """With ``topic_every_step`` the word LSTM reads [word, topic] at each step; without, the topic once."""
+    every = ReportDecoder(VOCAB, topic_every_step=True, **TINY_DECODER)
+    once = ReportDecoder(VOCAB, **TINY_DECODER)
+    embed = TINY_DECODER["embed_dim"]
+    assert every.word_lstm.input_size == 2 * embed and once.word_lstm.input_size == embed
+    tokens = make_report(1, [2])
+    topics = torch.randn(1, S, embed, requires_grad=True)
+    late = torch.zeros(1, S, W, dtype=torch.bool)
+    late[..., 3:] = True  # words far from the start: the topic reaches them directly only when fed every step
+    grad = torch.autograd.grad(every._teacher_forced_words(topics, tokens)[late].sum(), topics)[0]
+    assert grad.abs().sum() > 0
+    every.eval()
+    with torch.no_grad():  # moving only the topic half of the input weights moves every word's logits
+        base = every._teacher_forced_words(topics, tokens)
+        every.word_lstm.weight_ih_l0[:, embed:].add_(0.5)
+        moved = every._teacher_forced_words(topics, tokens)
+    assert not torch.allclose(base[:, :, -1], moved[:, :, -1])
+
+
+@pytest.mark.parametrize("topic_every_step", [False, True])
 @pytest.mark.parametrize("gumbel,hard", [(True, True), (True, False), (False, True)])
-def test_decoder_sample_layout(gumbel: bool, hard: bool) -> None:
-    f = ReportDecoder(VOCAB, **TINY_DECODER)
+def test_decoder_sample_layout(gumbel: bool, hard: bool, topic_every_step: bool) -> None:
+    f = ReportDecoder(VOCAB, topic_every_step=topic_every_step, **TINY_DECODER)
     out = f.sample(torch.randn(4, 3, 32, 32), gumbel=gumbel, hard=hard)
     probs, tokens, n = out["word_probs"], out["tokens"], out["num_sentences"]
     assert probs.shape == (4, S, W, VOCAB) and tokens.shape == (4, S, W) and tokens.dtype == torch.long
@@ -307,3 +342,40 @@ def test_decoder_label_head_conditions_the_sentences_and_is_trained() -> None:
     assert torch.autograd.grad(losses["label_loss"], f.label_head.weight)[0].abs().sum() > 0
     with pytest.raises(RuntimeError, match="num_classes=0"):
         ReportDecoder(VOCAB, **TINY_DECODER).label_logits(x)
+
+
+def test_label_conditioned_decoder_learns_from_the_true_labels_of_labelled_rows() -> None:
+    """``label_conditioned``: in the teacher-forced loss the sentences read the true findings of labelled rows
+    (the head still learns them from its BCE); unlabelled rows read the head's predictions."""
+    f = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, **TINY_DECODER).eval()
+    x, tokens, y = torch.randn(2, 3, 32, 32), make_report(2, [3, 2]), labels(2)
+    head = f.label_head.weight
+
+    def word_grad(labelled: torch.Tensor) -> torch.Tensor:
+        loss = f.loss(x, tokens, labels=y, labelled=labelled)["word_loss"]
+        return torch.autograd.grad(loss, head, allow_unused=True)[0]
+
+    labelled_grad = word_grad(torch.ones(2))
+    assert labelled_grad is None or not labelled_grad.any()  # the words read y, not the head
+    assert word_grad(torch.tensor([1.0, 0.0])).abs().sum() > 0  # the unlabelled row reads the head
+    label_loss = f.loss(x, tokens, labels=y)["label_loss"]
+    assert torch.autograd.grad(label_loss, head)[0].abs().sum() > 0  # the head still learns from its BCE
+
+
+def test_label_conditioned_decoder_writes_from_the_given_labels() -> None:
+    """A ``label_conditioned`` F reads the labels it is given (a generated image's conditioning labels), its head
+    when given none; a plain F always reads its head."""
+    f = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, **TINY_DECODER).eval()
+    plain = ReportDecoder(VOCAB, num_classes=K, **TINY_DECODER).eval()
+    x, y = torch.randn(2, 3, 32, 32), labels(2)
+    given, own, plain_given = f.sentences(x, S, y)[0], f.sentences(x, S)[0], plain.sentences(x, S, y)[0]
+    with torch.no_grad():
+        f.label_head.bias.add_(3.0)
+        plain.label_head.bias.add_(3.0)
+    assert torch.allclose(f.sentences(x, S, y)[0], given) and not torch.allclose(f.sentences(x, S)[0], own)
+    assert not torch.allclose(plain.sentences(x, S, y)[0], plain_given)  # ignores y: follows its head
+    assert not torch.allclose(f.sentences(x, S, 1 - y)[0], given)  # other findings, other topics
+    first = f.greedy_decode(x, y)
+    assert torch.equal(f.greedy_decode(x, y)["tokens"], first["tokens"])
+    with pytest.raises(ValueError, match="num_classes"):
+        ReportDecoder(VOCAB, label_conditioned=True, **TINY_DECODER)

@@ -6,7 +6,8 @@ the topic, then ``<start>``, then the words, and predicts the next word. The wor
 ``B * S`` sentences at once. With ``num_classes`` > 0 a linear head predicts the findings from the image
 features and the sentence LSTM also reads their probabilities (the multi-label tag prediction of the hierarchical
 report generators EMIXER builds on, Jing et al. 2018): trained on the real labels, it ties the sentences to the
-findings long before the word model alone would learn to look at the image. Free-running
+findings long before the word model alone would learn to look at the image; the topic MLP reads them too. Options
+for small CPU-trained decoders: ``topic_every_step`` and ``label_conditioned`` (see the class). Free-running
 :meth:`ReportDecoder.sample` feeds each step's word distribution
 (straight-through Gumbel-softmax) times the embedding matrix back in, so the generated report stays
 differentiable with respect to the image, and so to the generator's output.
@@ -118,6 +119,14 @@ class ReportDecoder(nn.Module):
             X-rays); entries of other names or shapes are skipped.
         num_classes: findings predicted by the label head that conditions the sentence LSTM (0: no head, the
             paper's decoder).
+        topic_every_step: feed the topic to the word LSTM at every step, beside the word (the show-attend-tell
+            way), instead of once as its first input (the paper's). A small word LSTM fed the topic once learns
+            the corpus' most common sentences and forgets the image; fed it at every step, the sentence it writes
+            follows the topic.
+        label_conditioned: F reads the findings it is given instead of its head's predictions: the true labels
+            of labelled real pairs in the teacher-forced loss, and the labels a generated image was drawn for when
+            it writes that image's report (``labels`` of :meth:`sample`). Where none are given (a real image
+            at report-generation time) it reads its head. Off: always the head (needs ``num_classes`` > 0).
     """
 
     def __init__(
@@ -135,6 +144,8 @@ class ReportDecoder(nn.Module):
         word_layers: int = 3,
         pretrained_encoder_path: str | None = None,
         num_classes: int = 0,
+        topic_every_step: bool = False,
+        label_conditioned: bool = False,
     ) -> None:
         super().__init__()
         if vocab_size <= max(PAD_ID, START_ID, END_ID) + 1:
@@ -144,11 +155,14 @@ class ReportDecoder(nn.Module):
         if pretrained_encoder_path:
             load_encoder_weights(self.encoder, pretrained_encoder_path)
         self.num_classes = int(num_classes)
+        if label_conditioned and self.num_classes <= 0:
+            raise ValueError("label_conditioned=True needs num_classes > 0 (the findings F is conditioned on)")
+        self.label_conditioned = bool(label_conditioned)
         self.label_head = nn.Linear(encoder_features, self.num_classes) if self.num_classes > 0 else None
         self.sentence_lstm = nn.LSTMCell(encoder_features + self.num_classes, sentence_hidden)
         self.stop = nn.Linear(sentence_hidden, 1)
         self.topic = nn.Sequential(
-            nn.Linear(sentence_hidden, topic_dim),
+            nn.Linear(sentence_hidden + self.num_classes, topic_dim),
             nn.ReLU(),
             nn.Linear(topic_dim, topic_dim),
             nn.ReLU(),
@@ -156,7 +170,9 @@ class ReportDecoder(nn.Module):
         )
         self.topic_to_input = nn.Linear(topic_dim, embed_dim) if topic_dim != embed_dim else nn.Identity()
         self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.word_lstm = nn.LSTM(embed_dim, word_hidden, num_layers=word_layers, batch_first=True)
+        self.topic_every_step = bool(topic_every_step)
+        word_input = 2 * embed_dim if self.topic_every_step else embed_dim
+        self.word_lstm = nn.LSTM(word_input, word_hidden, num_layers=word_layers, batch_first=True)
         self.word_out = nn.Linear(word_hidden, vocab_size)
         never = torch.zeros(vocab_size, dtype=torch.bool)
         never[[PAD_ID, START_ID]] = True  # never generated: pad is only filler, start only an input
@@ -171,15 +187,32 @@ class ReportDecoder(nn.Module):
         label_logits = self.label_head(features)
         return torch.cat([features, torch.sigmoid(label_logits)], dim=1), label_logits
 
+    def _with_given_labels(
+        self, inputs: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Sentence-LSTM inputs with the head's probabilities replaced by ``labels`` on the labelled rows."""
+        k = self.num_classes
+        probs = inputs[:, -k:]
+        truth = labels.to(probs.dtype).clamp(min=0)  # -1 (uncertain / unknown) -> 0, like the training labels
+        keep = torch.ones_like(probs[:, :1]) if labelled is None else labelled.to(probs.dtype).reshape(-1, 1)
+        return torch.cat([inputs[:, :-k], keep * truth + (1 - keep) * probs], dim=1)
+
     def label_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Finding logits ``[B, num_classes]`` of the label head."""
         if self.label_head is None:
             raise RuntimeError("this ReportDecoder was built with num_classes=0 (no label head)")
         return self.encode(images)[1]
 
-    def sentences(self, images: torch.Tensor, num_sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``)."""
-        return self._sentence_states(self.encode(images)[0], num_sentences)
+    def sentences(
+        self, images: torch.Tensor, num_sentences: int, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sentence LSTM: images -> (word-LSTM topic inputs ``[B, S, embed_dim]``, stop logits ``[B, S]``). A
+        ``label_conditioned`` decoder reads ``labels [B, num_classes]`` (the labels the images were drawn for),
+        when given, in place of its head's predictions; other decoders ignore them."""
+        features = self.encode(images)[0]
+        if self.label_conditioned and labels is not None:
+            features = self._with_given_labels(features, labels, None)
+        return self._sentence_states(features, num_sentences)
 
     def _sentence_states(self, features: torch.Tensor, num_sentences: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Topic inputs and stop logits of the sentence LSTM fed ``features`` (from :meth:`encode`) at every step."""
@@ -190,7 +223,11 @@ class ReportDecoder(nn.Module):
             h, c = self.sentence_lstm(features, (h, c))
             states.append(h)
         states = torch.stack(states, dim=1)
-        return self.topic_to_input(self.topic(states)), self.stop(states).squeeze(-1)
+        topic_inputs = states
+        if self.num_classes:  # the topic MLP reads the findings too, beside the sentence state
+            findings = features[:, -self.num_classes :].unsqueeze(1).expand(-1, num_sentences, -1)
+            topic_inputs = torch.cat([states, findings], dim=-1)
+        return self.topic_to_input(self.topic(topic_inputs)), self.stop(states).squeeze(-1)
 
     def forward(self, images: torch.Tensor, report_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: images and ``report_tokens [B, S, W]`` -> (word logits ``[B, S, W, V]``, stop logits
@@ -204,9 +241,18 @@ class ReportDecoder(nn.Module):
         """Word logits ``[B, S, W, V]`` of the word LSTM reading each topic, ``<start>`` and the true words."""
         b, s, w = report_tokens.shape
         start = self.embedding.weight[START_ID].expand(b, s, 1, -1)
-        inputs = torch.cat([topics.unsqueeze(2), start, self.embedding(report_tokens[:, :, :-1])], dim=2)
+        words = torch.cat([start, self.embedding(report_tokens[:, :, :-1])], dim=2)  # [B, S, W, E]
+        if self.topic_every_step:
+            outputs, _ = self.word_lstm(self._with_topic(words, topics.unsqueeze(2)).reshape(b * s, w, -1))
+            return self.word_out(outputs).view(b, s, w, self.vocab_size)
+        inputs = torch.cat([topics.unsqueeze(2), words], dim=2)
         outputs, _ = self.word_lstm(inputs.reshape(b * s, w + 1, -1))
         return self.word_out(outputs[:, 1:]).view(b, s, w, self.vocab_size)
+
+    @staticmethod
+    def _with_topic(words: torch.Tensor, topics: torch.Tensor) -> torch.Tensor:
+        """Word inputs ``[..., T, E]`` with the topic ``[..., 1, E]`` beside each (``topic_every_step``)."""
+        return torch.cat([words, topics.expand_as(words)], dim=-1)
 
     def loss(
         self,
@@ -220,10 +266,13 @@ class ReportDecoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced :func:`report_loss` of this decoder on real pairs; with a label head and ``labels``
         ``[B, num_classes]`` also ``label_weight`` x the head's BCE (``label_loss``) over the rows where
-        ``labelled`` ``[B]`` is 1 (all rows when None)."""
+        ``labelled`` ``[B]`` is 1 (all rows when None). A ``label_conditioned`` decoder writes from those labels
+        on the labelled rows (its head's predictions on the others)."""
         if report_tokens.dim() != 3:
             raise ValueError(f"report_tokens must be [B, S, W], got {tuple(report_tokens.shape)}")
         features, label_logits = self.encode(images)
+        if self.label_conditioned and labels is not None:
+            features = self._with_given_labels(features, labels, labelled)
         topics, stop_logits = self._sentence_states(features, report_tokens.shape[1])
         word_logits = self._teacher_forced_words(topics, report_tokens)
         out = report_loss(word_logits, stop_logits, report_tokens, report_num_sentences, stop_weight)
@@ -244,7 +293,12 @@ class ReportDecoder(nn.Module):
         return one_hot - soft.detach() + soft  # straight-through argmax
 
     def sample(
-        self, images: torch.Tensor, temperature: float = 1.0, hard: bool = True, gumbel: bool = True
+        self,
+        images: torch.Tensor,
+        temperature: float = 1.0,
+        hard: bool = True,
+        gumbel: bool = True,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Free-running decoding of ``max_sentences x max_words``, differentiable with respect to ``images``.
 
@@ -254,14 +308,21 @@ class ReportDecoder(nn.Module):
         the embedding matrix is the next input. Words after a sentence's ``<end>`` and sentences after the stop
         become ``<pad>`` (one-hot pad in ``word_probs``), the layout of real report tensors.
 
+        ``labels``: the labels the images were drawn for; a ``label_conditioned`` decoder writes their findings
+        (see :meth:`sentences`).
+
         Returns ``word_probs [B, S, W, V]``, ``tokens [B, S, W]`` (long), ``stop_probs [B, S]`` and
         ``num_sentences [B]`` (long, at least 1).
         """
         b, s, w, v = images.shape[0], self.max_sentences, self.max_words, self.vocab_size
-        topics, stop_logits = self.sentences(images, s)
+        topics, stop_logits = self.sentences(images, s, labels)
         n = b * s
         start = self.embedding.weight[START_ID].expand(n, 1, -1)
-        outputs, state = self.word_lstm(torch.cat([topics.reshape(n, 1, -1), start], dim=1))
+        topics = topics.reshape(n, 1, -1)
+        if self.topic_every_step:
+            outputs, state = self.word_lstm(self._with_topic(start, topics))
+        else:
+            outputs, state = self.word_lstm(torch.cat([topics, start], dim=1))
         hidden = outputs[:, -1]
         steps = []
         for t in range(w):
@@ -269,7 +330,10 @@ class ReportDecoder(nn.Module):
             probs = self._word_distribution(logits, temperature, hard, gumbel)
             steps.append(probs)
             if t + 1 < w:
-                outputs, state = self.word_lstm((probs @ self.embedding.weight).unsqueeze(1), state)
+                word = (probs @ self.embedding.weight).unsqueeze(1)
+                if self.topic_every_step:
+                    word = self._with_topic(word, topics)
+                outputs, state = self.word_lstm(word, state)
                 hidden = outputs[:, 0]
         word_probs = torch.stack(steps, dim=1).view(b, s, w, v)
 
@@ -289,6 +353,6 @@ class ReportDecoder(nn.Module):
         return {"word_probs": word_probs, "tokens": tokens, "stop_probs": stop_probs, "num_sentences": num_sentences}
 
     @torch.no_grad()
-    def greedy_decode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def greedy_decode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Inference-time argmax decoding (no gradients): :meth:`sample` with ``gumbel=False``."""
-        return self.sample(images, hard=True, gumbel=False)
+        return self.sample(images, hard=True, gumbel=False, labels=labels)
