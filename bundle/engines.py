@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from ignite.engine import Engine, Events
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
 from monai.engines.workflow import Workflow
@@ -172,6 +173,14 @@ class EMIXERTrainer(Trainer):
             F is frozen for this term (it learns its head on real images only), so only G moves: G is asked to draw
             what F reads as the requested findings, the findings F's reports are conditioned on.
         stop_weight: weight of the stop-probability loss inside F's teacher-forced loss.
+        f_adversarial_weight: scale of the gradients F itself gets from G's adversarial terms (its Gumbel-softmax
+            reports judged by D_report and D_joint); G still gets them through F in full. 1 = the paper's
+            end-to-end training; below 1, F leans on teacher forcing: on the CPU demo the full adversarial gradient
+            undid in about 150 iterations the language a warmed-up F had learnt (teacher-forcing loss 1.3 -> 3.0).
+        report_warmup_iterations: teacher-forcing steps of F alone (its optimiser, the training batches) before
+            the first GAN iteration of a fresh run (not of a resumed one). A decoder that already writes reports
+            gives the report and joint discriminators real text to judge from the start, and one F step costs a
+            fraction of a GAN iteration. 0 = none (the paper's setting).
         gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
         ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
             after each generator step; buffers such as BatchNorm statistics are copied); None = no EMA.
@@ -220,6 +229,8 @@ class EMIXERTrainer(Trainer):
         report_label_weight: float = 1.0,
         consistency_weight: float = 0.0,
         stop_weight: float = 1.0,
+        f_adversarial_weight: float = 1.0,
+        report_warmup_iterations: int = 0,
         gumbel_temperature: float = 1.0,
         ema_decay: float | None = None,
         ema_start: int = 0,
@@ -286,6 +297,9 @@ class EMIXERTrainer(Trainer):
         self.image_loss_weight, self.report_loss_weight = float(image_loss_weight), float(report_loss_weight)
         self.joint_loss_weight, self.teacher_forcing_weight = float(joint_loss_weight), float(teacher_forcing_weight)
         self.stop_weight, self.gumbel_temperature = float(stop_weight), float(gumbel_temperature)
+        if f_adversarial_weight < 0:
+            raise ValueError(f"f_adversarial_weight={f_adversarial_weight} must be >= 0")
+        self.f_adversarial_weight = float(f_adversarial_weight)
         self.classification_weight, self.report_label_weight = float(classification_weight), float(report_label_weight)
         self.consistency_weight = float(consistency_weight)
         if self.consistency_weight and getattr(report_decoder, "label_head", None) is None:
@@ -293,6 +307,11 @@ class EMIXERTrainer(Trainer):
         if self.classification_weight and getattr(image_discriminator, "classifier", None) is None:
             raise ValueError("classification_weight > 0 needs an image_discriminator built with class_head=True")
         self.optim_set_to_none = optim_set_to_none
+        if report_warmup_iterations < 0:
+            raise ValueError(f"report_warmup_iterations={report_warmup_iterations} must be >= 0")
+        self.report_warmup_iterations = int(report_warmup_iterations)
+        if self.report_warmup_iterations:  # iteration 1 only: a resumed run starts later and skips it
+            self.add_event_handler(Events.ITERATION_STARTED(once=1), self.warm_up_report_decoder)
 
         # Mixed precision only where it helps and GradScaler works: CUDA. Elsewhere fp32 and no-op scalers.
         self.use_autocast = bool(amp) and self.state.device is not None and self.state.device.type == "cuda"
@@ -326,6 +345,47 @@ class EMIXERTrainer(Trainer):
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
+    def warm_up_report_decoder(self, engine: Engine | None = None) -> list[float]:
+        """``report_warmup_iterations`` teacher-forcing steps of F alone on the training batches (with its label
+        head's BCE when it has one); the other networks are untouched. Returns the losses."""
+        decoder, optimizer = self.report_decoder, self.f_optimizer or self.g_optimizer
+        params = [p for p in decoder.parameters() if p.requires_grad]
+        losses: list[float] = []
+        batches = iter(self.data_loader)
+        while len(losses) < self.report_warmup_iterations:
+            batchdata = next(batches, None)
+            if batchdata is None:
+                batches = iter(self.data_loader)
+                batchdata = next(batches, None)
+                if batchdata is None:
+                    raise ValueError("the training data loader yields no batches")
+            batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
+            labelled = batch.get(LABELLED)
+            labels = batch[LABELS] if labelled is None else batch[LABELS] * labelled.reshape(-1, 1)
+            with self._autocast():
+                out = decoder.loss(
+                    batch[IMAGE],
+                    batch[REPORT],
+                    batch.get(NUM_SENTENCES),
+                    self.stop_weight,
+                    labels,
+                    labelled,
+                    self.report_label_weight,
+                )
+            optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+            self.g_scaler.scale(out["loss"].float()).backward()
+            if self.distributed:
+                all_reduce_gradients(params)
+            self.g_scaler.step(optimizer)
+            self.g_scaler.update()
+            losses.append(float(out["loss"].detach()))
+            if len(losses) % 100 == 0 or len(losses) == self.report_warmup_iterations:
+                self.logger.info(
+                    f"report decoder warm-up {len(losses)}/{self.report_warmup_iterations}: "
+                    f"teacher-forcing loss {sum(losses[-100:]) / len(losses[-100:]):.3f}"
+                )
+        return losses
+
     # ------------------------------------------------------------------ helpers
     def run(self) -> None:  # type: ignore[override]
         """Run training. ``Trainer.run`` would replace the scalers by a single new one, so go to ``Workflow``."""
@@ -336,11 +396,12 @@ class EMIXERTrainer(Trainer):
             return torch.autocast(device_type="cuda", **self.amp_kwargs)
         return contextlib.nullcontext()
 
-    def _sample_reports(self, images: torch.Tensor) -> torch.Tensor:
-        """Word distributions ``[B, S, W, V]`` of F's straight-through Gumbel-softmax reports for ``images``."""
-        return self.report_decoder.sample(images, temperature=self.gumbel_temperature, hard=True, gumbel=True)[
-            "word_probs"
-        ]
+    def _sample_reports(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Word distributions ``[B, S, W, V]`` of F's straight-through Gumbel-softmax reports for ``images`` drawn
+        for ``labels`` (which a ``label_conditioned`` F writes from)."""
+        return self.report_decoder.sample(
+            images, temperature=self.gumbel_temperature, hard=True, gumbel=True, labels=labels
+        )["word_probs"]
 
     @staticmethod
     def _fake_labels(labels: torch.Tensor, index: torch.Tensor | None, step: int, size: int) -> torch.Tensor:
@@ -418,7 +479,7 @@ class EMIXERTrainer(Trainer):
             with engine._autocast():
                 with torch.no_grad():
                     x_fake = engine.generator(torch.randn(chunk, engine.latent_dim, device=real.device), y_fake)
-                    s_fake = engine._sample_reports(x_fake) if use_text else None
+                    s_fake = engine._sample_reports(x_fake, y_fake) if use_text else None
                 d_total = real.new_zeros(())
                 if use_image_d:
                     d_total = d_total + engine._image_d_loss(x_real, y_real, x_fake, y_fake, add, labelled_real)
@@ -458,7 +519,7 @@ class EMIXERTrainer(Trainer):
                     add("g_consistency", loss)
                     g_total = g_total + engine.consistency_weight * loss
                 if use_text:
-                    s_fake = engine._sample_reports(x_fake)
+                    s_fake = engine._sample_reports(x_fake, y_fake)
                     if engine.use_report_loss:
                         loss = generator_loss(engine.report_discriminator(s_fake).float(), engine.adversarial_loss)
                         add("g_report", loss)
@@ -468,6 +529,7 @@ class EMIXERTrainer(Trainer):
                         loss = generator_loss(logits.float(), engine.adversarial_loss)
                         add("g_joint", loss)
                         g_total = g_total + engine.joint_loss_weight * loss
+                adversarial, teacher = g_total, None
                 if engine.use_teacher_forcing:
                     f_losses = engine.report_decoder.loss(
                         real, report, num_sentences, engine.stop_weight, labels, labelled, engine.report_label_weight
@@ -476,13 +538,20 @@ class EMIXERTrainer(Trainer):
                     if "label_loss" in f_losses:
                         add("f_labels", f_losses["label_loss"])
                     add("f_teacher_forcing", loss)
-                    g_total = g_total + engine.teacher_forcing_weight * loss
+                    teacher = engine.teacher_forcing_weight * loss
+                    g_total = adversarial + teacher
             add("g_total", g_total)
             engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             if engine.f_optimizer is not None:
                 engine.f_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             if g_total.requires_grad:
-                engine.g_scaler.scale(g_total).backward()
+                if engine.f_adversarial_weight != 1.0 and adversarial.requires_grad:
+                    engine.g_scaler.scale(adversarial).backward()
+                    engine._scale_decoder_grads(engine.f_adversarial_weight)
+                    if teacher is not None:
+                        engine.g_scaler.scale(teacher).backward()
+                else:
+                    engine.g_scaler.scale(g_total).backward()
                 if engine.distributed:
                     all_reduce_gradients(engine._g_step_params)
                 engine.g_scaler.step(engine.g_optimizer)
@@ -590,6 +659,12 @@ class EMIXERTrainer(Trainer):
             f.train(was_training)
             for p in f_params:
                 p.requires_grad_(True)
+
+    def _scale_decoder_grads(self, weight: float) -> None:
+        """Scale the gradients F got so far (those of the adversarial terms) by ``weight`` (0: drop them)."""
+        for p in self.report_decoder.parameters():
+            if p.grad is not None:
+                p.grad.zero_() if weight == 0 else p.grad.mul_(weight)
 
     def _set_d_requires_grad(self, flag: bool) -> None:
         for p in self._d_params:

@@ -285,7 +285,7 @@ class TensorBoardSampleHandler(TensorBoardHandler):
         decoder.eval()
         try:
             images = generator(z, labels).float()
-            decoded = decoder.greedy_decode(images)
+            decoded = decoder.greedy_decode(images, labels)
         finally:
             generator.train(modes[0])
             decoder.train(modes[1])

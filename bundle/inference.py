@@ -219,7 +219,8 @@ def decode_report_tokens(tokenizer: Any, tokens: torch.Tensor, num_sentences: to
 
 # ------------------------------------------------------------------------------------------------ engine
 class EMIXERSampler(Evaluator):
-    """Draws paired samples: ``G(z_seed, y)`` through the inferer, then F's greedy report for the image.
+    """Draws paired samples: ``G(z_seed, y)`` through the inferer, then F's greedy report for the image (written
+    from ``y`` by a ``label_conditioned`` F).
 
     Each batch of conditioning items ``{"sample_index", "seed", "labels"}`` becomes ``engine.state.output``:
     ``images`` in [0, 1] ``[B, C, H, W]`` (CPU), ``report_tokens [B, S, W]``, ``report_num_sentences [B]``,
@@ -277,7 +278,7 @@ class EMIXERSampler(Evaluator):
             )
             with autocast:
                 images = self.inferer(z, self.generator, labels.to(device)).float()
-                decoded = self.report_decoder.greedy_decode(images)
+                decoded = self.report_decoder.greedy_decode(images, labels.to(device))
         return {
             "images": ((images.clamp(-1, 1) + 1) / 2).cpu(),
             "report_tokens": decoded["tokens"].cpu(),

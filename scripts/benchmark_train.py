@@ -300,6 +300,7 @@ def build_training(
             "train#trainer#train_handlers": None,
             "train#trainer#max_epochs": 1,
             "train#trainer#epoch_length": int(length),
+            "train#trainer#report_warmup_iterations": 0,  # a one-off before training, not part of an iteration
         }
     )
     if memory is not None:

@@ -369,6 +369,46 @@ def test_consistency_term_moves_g_through_a_frozen_label_head(batch) -> None:
         make_trainer([batch], consistency_weight=1.0)
 
 
+def test_f_adversarial_weight_scales_only_what_f_learns_from_the_adversarial_terms(batch) -> None:
+    """F's share of the text-adversarial gradient is scaled (0: dropped); G's is untouched, so G takes the same
+    step either way."""
+    results = {}
+    for weight in (1.0, 0.0):
+        torch.manual_seed(0)
+        networks = build_networks(heads=True)
+        before = {k: params_of(networks[k]) for k in ("generator", "report_decoder")}
+        trainer = make_trainer([batch], networks, f_lr=1e-2, use_teacher_forcing=False, f_adversarial_weight=weight)
+        trainer.run()
+        results[weight] = {k: params_of(networks[k]) for k in ("generator", "report_decoder")}
+        moved = [not torch.equal(a, b) for a, b in zip(before["report_decoder"], results[weight]["report_decoder"])]
+        assert any(moved) == (weight > 0), weight
+        assert any(not torch.equal(a, b) for a, b in zip(before["generator"], results[weight]["generator"]))
+    for a, b in zip(results[1.0]["generator"], results[0.0]["generator"]):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="f_adversarial_weight"):
+        make_trainer([batch], f_adversarial_weight=-1.0)
+
+
+def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> None:
+    data = [collate(synthetic_pairs(8, seed=s)) for s in range(2)]
+    networks = build_networks(heads=True)
+    f_before, g_before = params_of(networks["report_decoder"]), params_of(networks["generator"])
+    trainer = make_trainer(data, networks, f_lr=3e-3, report_warmup_iterations=30)
+    seen = {}
+
+    def at_first_iteration(engine) -> None:
+        seen["f"], seen["g"] = params_of(networks["report_decoder"]), params_of(networks["generator"])
+
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=1), at_first_iteration)  # after the warm-up's handler
+    trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(g_before, seen["g"]))  # G untouched by the warm-up
+    assert any(not torch.equal(a, b) for a, b in zip(f_before, seen["f"]))
+    losses = trainer.warm_up_report_decoder()  # 30 more steps, cycling over the 2 batches
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    with pytest.raises(ValueError, match="report_warmup_iterations"):
+        make_trainer(data, report_warmup_iterations=-1)
+
+
 # ---------------------------------------------------------------------------------------------- label fraction
 def datalist(n: int = 300, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)

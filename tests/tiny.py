@@ -29,6 +29,7 @@ TINY = {
     "sample_interval": 2,
     "log_interval": 1,
     "num_threads": 1,
+    "report_warmup_iterations": 2,
 }
 
 
