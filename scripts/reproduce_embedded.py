@@ -28,6 +28,7 @@ after that long (Ignite's ``TimeLimit``), so a run fits a time budget; the itera
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -82,18 +83,34 @@ def prepare(dataset_dir: Path, num_items: int, seed: int) -> dict[str, Any]:
     return prepare_data(source="embedded", out_dir=str(dataset_dir), num_items=num_items, seed=seed)
 
 
+def config_digest(files: Sequence[str | Path] = TRAIN_CONFIGS) -> str:
+    """SHA-256 (first 16 hex digits) of the training config files' contents: a run is only reused, resumed or
+    compared with the configs it was trained with."""
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(Path(name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def train_run(run_dir: Path, overrides: Mapping[str, Any], train_minutes: float | None) -> dict[str, Any]:
     """Train one EMIXER run into ``run_dir`` (resuming an unfinished one); reuse it when its record matches.
 
-    Returns the record written to ``<run_dir>/train_record.json``: the overrides, iterations reached, planned
-    iterations, wall seconds and whether the time limit stopped it."""
+    Returns the record written to ``<run_dir>/train_record.json``: the overrides, the config digest, iterations
+    reached, planned iterations, wall seconds and whether the time limit stopped it. A finished run of other
+    settings or other config files is an error (pick another ``out_dir``): it is never overwritten or mixed in."""
     record_path = run_dir / RECORD_NAME
     wanted = json.loads(json.dumps(dict(overrides)))
+    digest = config_digest()
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("overrides") == wanted and record.get("train_minutes") == train_minutes:
+        found = (record.get("overrides"), record.get("train_minutes"), record.get("config_digest"))
+        if found == (wanted, train_minutes, digest):
             print(f"reusing the finished training run in {run_dir}")
             return {**record, "reused": True}
+        raise ValueError(
+            f"{record_path}: this run was trained with other settings (overrides {found[0]}, train_minutes "
+            f"{found[1]}, config digest {found[2]}; now {wanted}, {train_minutes}, {digest}); use another out_dir"
+        )
     from ignite.engine import Events
     from ignite.handlers import TimeLimit
     from monai.bundle import ConfigWorkflow
@@ -109,6 +126,7 @@ def train_run(run_dir: Path, overrides: Mapping[str, Any], train_minutes: float 
     planned = trainer.state.epoch_length * trainer.state.max_epochs
     record = {
         "overrides": wanted,
+        "config_digest": digest,
         "train_minutes": train_minutes,
         "iterations": int(trainer.state.iteration),
         "planned_iterations": int(planned),

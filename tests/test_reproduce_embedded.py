@@ -129,3 +129,18 @@ def test_seeds_per_setting_must_name_settings_that_run(tmp_path: Path) -> None:
         reproduce(dataset_dir=str(tmp_path / "none"), settings="full", seeds={"full": [0, 1], "sm_gan": [0]})
     with pytest.raises(ValueError, match="unknown settings"):
         reproduce(dataset_dir=str(tmp_path / "none"), settings="fuller")
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings_and_configs(tmp_path: Path) -> None:
+    from scripts.reproduce_embedded import config_digest, train_run
+
+    run_dir = tmp_path / "full" / "seed0"
+    run_dir.mkdir(parents=True)
+    record = {"overrides": {"seed": 0}, "config_digest": config_digest(), "train_minutes": None, "iterations": 3}
+    (run_dir / "train_record.json").write_text(json.dumps(record))
+    assert train_run(run_dir, {"seed": 0}, None)["reused"] is True  # nothing trained: no dataset needed
+    with pytest.raises(ValueError, match="train_record.json.*other settings"):
+        train_run(run_dir, {"seed": 1}, None)
+    (run_dir / "train_record.json").write_text(json.dumps({**record, "config_digest": "0" * 16}))  # configs changed
+    with pytest.raises(ValueError, match="config digest"):
+        train_run(run_dir, {"seed": 0}, None)
