@@ -360,18 +360,8 @@ class EMIXERTrainer(Trainer):
                 if batchdata is None:
                     raise ValueError("the training data loader yields no batches")
             batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
-            labelled = batch.get(LABELLED)
-            labels = batch[LABELS] if labelled is None else batch[LABELS] * labelled.reshape(-1, 1)
             with self._autocast():
-                out = decoder.loss(
-                    batch[IMAGE],
-                    batch[REPORT],
-                    batch.get(NUM_SENTENCES),
-                    self.stop_weight,
-                    labels,
-                    labelled,
-                    self.report_label_weight,
-                )
+                out = self._teacher_forcing_loss(batch)
             optimizer.zero_grad(set_to_none=self.optim_set_to_none)
             self.g_scaler.scale(out["loss"].float()).backward()
             if self.distributed:
@@ -387,6 +377,26 @@ class EMIXERTrainer(Trainer):
         return losses
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _labels_of(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's labels (zeros on unlabelled rows) and its ``labelled`` mask (None when absent)."""
+        labelled = batch.get(LABELLED)
+        labels = batch[LABELS] if labelled is None else batch[LABELS] * labelled.reshape(-1, 1)
+        return labels, labelled
+
+    def _teacher_forcing_loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """F's teacher-forced loss on a batch of real pairs (with its label head's BCE on the labelled rows)."""
+        labels, labelled = self._labels_of(batch)
+        return self.report_decoder.loss(
+            batch[IMAGE],
+            batch[REPORT],
+            batch.get(NUM_SENTENCES),
+            self.stop_weight,
+            labels,
+            labelled,
+            self.report_label_weight,
+        )
+
     def run(self) -> None:  # type: ignore[override]
         """Run training. ``Trainer.run`` would replace the scalers by a single new one, so go to ``Workflow``."""
         Workflow.run(self)
@@ -449,9 +459,8 @@ class EMIXERTrainer(Trainer):
             raise ValueError("must provide batch data for current iteration.")
         labelled_cpu = batchdata.get(LABELLED) if isinstance(batchdata, Mapping) else None
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        real, report, num_sentences = batch[IMAGE], batch[REPORT], batch.get(NUM_SENTENCES)
-        labelled = batch.get(LABELLED)
-        labels = batch[LABELS] if labelled is None else batch[LABELS] * labelled.reshape(-1, 1)  # unlabelled: zeros
+        real, report = batch[IMAGE], batch[REPORT]
+        labels, labelled = engine._labels_of(batch)
         b = real.shape[0]
         if engine.d_split_batch and b % engine.n_critic:
             raise ValueError(f"d_split_batch needs a batch size divisible by n_critic={engine.n_critic}, got {b}")
@@ -531,9 +540,7 @@ class EMIXERTrainer(Trainer):
                         g_total = g_total + engine.joint_loss_weight * loss
                 adversarial, teacher = g_total, None
                 if engine.use_teacher_forcing:
-                    f_losses = engine.report_decoder.loss(
-                        real, report, num_sentences, engine.stop_weight, labels, labelled, engine.report_label_weight
-                    )
+                    f_losses = engine._teacher_forcing_loss(batch)
                     loss = f_losses["loss"].float()
                     if "label_loss" in f_losses:
                         add("f_labels", f_losses["label_loss"])
