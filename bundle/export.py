@@ -5,8 +5,9 @@ Two thin wrappers give each network one tensor in and plain tensors out, the for
 
 - :class:`GeneratorExport`: ``[B, latent_dim + num_classes]`` (``z`` then the multi-hot labels) -> image
   ``[B, C, H, W]`` in [-1, 1], from a deep copy in eval mode with spectral norm folded into plain weights.
-- :class:`ReportDecoderExport`: images -> (``tokens [B, S, W]``, ``num_sentences [B]``) by greedy decoding; the
-  sentence and word loops unroll under tracing (S and W are fixed at construction).
+- :class:`ReportDecoderExport`: images (and, for a label-conditioned decoder, optionally the labels) -> (``tokens
+  [B, S, W]``, ``num_sentences [B]``) by greedy decoding; the sentence and word loops unroll under tracing (S and W
+  are fixed at construction).
 
 Both wrappers load a state dict of the network they wrap (as a training checkpoint stores it, spectral-norm
 parametrizations included), so MONAI's ``ckpt_export`` / ``onnx_export`` can build the wrapper from the config
@@ -124,13 +125,23 @@ class GeneratorExport(_ExportWrapper):
 
 class ReportDecoderExport(_ExportWrapper):
     """``F`` with greedy decoding: images ``[B, C, H, W]`` -> (``tokens [B, S, W]`` int64, ``num_sentences [B]`` int64),
-    the layout of real report tensors (``<pad>`` after each sentence's ``<end>`` and after the last sentence)."""
+    the layout of real report tensors (``<pad>`` after each sentence's ``<end>`` and after the last sentence).
 
-    def __init__(self, report_decoder: nn.Module) -> None:
+    ``with_labels``: a second input ``labels [B, num_classes]`` (multi-hot, the findings G drew the images for), which
+    a ``label_conditioned`` decoder writes from, as ``EMIXERSampler`` does; without it such a decoder writes from its
+    own label head's reading of the images. Only a label-conditioned decoder can take labels (an error otherwise).
+    """
+
+    def __init__(self, report_decoder: nn.Module, with_labels: bool = False) -> None:
+        if with_labels and not getattr(report_decoder, "label_conditioned", False):
+            raise ValueError("with_labels=True needs a label_conditioned report decoder (it would ignore the labels)")
         super().__init__(report_decoder)
+        self.with_labels = bool(with_labels)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.network.greedy_decode(images)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.with_labels and labels is None:
+            raise ValueError("this export was built with_labels=True: pass labels [B, num_classes] after the images")
+        out = self.network.greedy_decode(images, labels if self.with_labels else None)
         return out["tokens"].long(), out["num_sentences"].long()
 
 

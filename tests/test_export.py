@@ -226,6 +226,64 @@ def test_report_decoder_export_matches_greedy_decode(decoder: ReportDecoder) -> 
     assert torch.equal(tokens, reference["tokens"]) and torch.equal(num_sentences, reference["num_sentences"])
 
 
+def _label_conditioned_decoder() -> ReportDecoder:
+    """A tiny label-conditioned F (the demo's kind) with large random weights, so that its reports depend on the
+    labels it is given."""
+    torch.manual_seed(5)
+    f = ReportDecoder(
+        VOCAB,
+        max_sentences=S,
+        max_words=W,
+        encoder="small",
+        encoder_features=16,
+        embed_dim=16,
+        sentence_hidden=16,
+        topic_dim=16,
+        word_hidden=16,
+        num_classes=K,
+        topic_every_step=True,
+        label_conditioned=True,
+    )
+    with torch.no_grad():
+        for module in f.modules():
+            if isinstance(module, (nn.Linear, nn.LSTM, nn.LSTMCell, nn.Embedding)):
+                for p in module.parameters():
+                    p.normal_(0.0, 0.7)
+    return f.eval()
+
+
+def test_label_conditioned_decoder_exports_with_its_labels(tmp_path: Path) -> None:
+    """``with_labels``: the exported F (ONNX and torch.export, other batch sizes) writes from the given labels,
+    exactly as ``greedy_decode(images, labels)``; other labels give other reports."""
+    f = _label_conditioned_decoder()
+    wrapped = ReportDecoderExport(f, with_labels=True)
+    gen = torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 2, (6, K), generator=gen).float()
+    images = _images(6, seed=50)
+    tokens, num_sentences = wrapped(images, labels)
+    reference = f.greedy_decode(images, labels)
+    assert torch.equal(tokens, reference["tokens"]) and torch.equal(num_sentences, reference["num_sentences"])
+    assert not torch.equal(tokens, wrapped(images, 1 - labels)[0]), "the labels do not change the reports"
+    example = (_images(2), labels[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = export_program(wrapped, example)
+        onnx_path = export_onnx(program, example, tmp_path / "f.onnx", ["images", "labels"], optimize=False)
+        pt2_path = export_torch(program, example, tmp_path / "f.pt2")
+    for batch in (6, 1):
+        x, y = images[:batch], labels[:batch]
+        expected = wrapped(x, y)
+        for got in (run_onnx(onnx_path, (x, y)), load_torch(pt2_path)(x, y)):
+            assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_report_decoder_export_labels_errors(decoder: ReportDecoder) -> None:
+    with pytest.raises(ValueError, match="label_conditioned"):
+        ReportDecoderExport(decoder, with_labels=True)
+    with pytest.raises(ValueError, match="pass labels"):
+        ReportDecoderExport(_label_conditioned_decoder(), with_labels=True)(_images(2))
+
+
 def _checkpoint(tmp_path: Path, with_ema: bool = True) -> tuple[Path, Generator, Generator]:
     """A training checkpoint as MONAI's CheckpointSaver writes it: a dict of state dicts."""
     g, ema = _trained_like_generator(3), _trained_like_generator(4)
