@@ -144,6 +144,16 @@ def test_version_is_the_newest_changelog_entry(metadata: dict[str, Any]) -> None
     assert "0.1.0" in metadata["changelog"]  # earlier entries are kept
 
 
+def test_package_version_is_the_bundle_version(metadata: dict[str, Any]) -> None:
+    """One version for the bundle (metadata.json), the Python package (pyproject.toml) and ``bundle.__version__``."""
+    import tomllib
+
+    import bundle
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == metadata["version"] == bundle.__version__
+
+
 def test_listed_packages_are_installed_distributions(metadata: dict[str, Any]) -> None:
     """A misspelt package name would make the Zoo's requirements list uninstallable."""
     packages = {"monai": metadata["monai_version"], "torch": metadata["pytorch_version"]}
