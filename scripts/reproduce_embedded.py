@@ -220,8 +220,32 @@ def loss_curves(tensorboard_dir: Path, out_path: Path, title: str) -> Path | Non
     return out_path
 
 
+def seconds_per_iteration(tensorboard_dir: Path, tag: str = "train/g_total") -> float | None:
+    """Seconds per GAN iteration from the event times of one logged loss, between its first and last logged
+    iterations (start-up and the decoder warm-up excluded). Time-limited runs on a machine shared with other work
+    reach fewer iterations; this says how fast each run actually went (a pause between a stop and its resume
+    counts). None when fewer than two are logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    times: dict[int, float] = {}
+    for events in sorted(tensorboard_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload()
+        if tag in accumulator.Tags().get("scalars", []):
+            times.update({e.step: e.wall_time for e in accumulator.Scalars(tag)})
+    if len(times) < 2:
+        return None
+    first, last = min(times), max(times)
+    return (times[last] - times[first]) / (last - first)
+
+
 # ------------------------------------------------------------------------------------------------ results
-def summary_row(setting: str, seed: int, metrics: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+def summary_row(
+    setting: str,
+    seed: int,
+    metrics: Mapping[str, Any],
+    record: Mapping[str, Any],
+    seconds_per_iteration: float | None = None,
+) -> dict[str, Any]:
     """The numbers of one run that the summary table and the targets use."""
     reports = metrics.get("reports", {})
     f1 = reports.get("label_f1", {}) if isinstance(reports, Mapping) else {}
@@ -235,6 +259,7 @@ def summary_row(setting: str, seed: int, metrics: Mapping[str, Any], record: Map
         "fid_ratio": metrics["fid"]["classifier"].get("ratio"),
         "memorisation_flag": bool(metrics["memorisation"]["flag"]),
         "iterations": record.get("iterations"),
+        "seconds_per_iteration": seconds_per_iteration,
         "train_wall_s": record.get("wall_s"),
     }
 
@@ -266,22 +291,23 @@ def _met(column: str, value: Any) -> str:
     return "met" if ok else "not met"
 
 
-NUMERIC_COLUMNS = ("label_agreement_ratio", "report_label_f1", "fid_ratio", "train_wall_s")
+NUMERIC_COLUMNS = ("label_agreement_ratio", "report_label_f1", "fid_ratio", "seconds_per_iteration", "train_wall_s")
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """One row per setting x seed, then mean / std rows per setting (std needs two or more seeds)."""
     head = (
         "| setting | seed | label-agreement ratio | generated AUROC | real test AUROC | report label F1 | FID ratio "
-        "| memorisation flag | iterations | train wall time (s) |"
+        "| memorisation flag | iterations | s per GAN iteration | train wall time (s) |"
     )
-    lines = [head, "|" + " --- |" * 10]
+    lines = [head, "|" + " --- |" * 11]
     for row in rows:
         lines.append(
             f"| {row['setting']} | {row['seed']} | {_fmt(row['label_agreement_ratio'])} "
             f"| {_fmt(row['generated_auroc'])} | {_fmt(row['real_test_auroc'])} | {_fmt(row['report_label_f1'])} "
             f"| {_fmt(row['fid_ratio'], 2)} "
-            f"| {_fmt(row['memorisation_flag'])} | {_fmt(row['iterations'])} | {_fmt(row['train_wall_s'], 0)} |"
+            f"| {_fmt(row['memorisation_flag'])} | {_fmt(row['iterations'])} "
+            f"| {_fmt(row.get('seconds_per_iteration'), 2)} | {_fmt(row['train_wall_s'], 0)} |"
         )
     for setting in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == setting]
@@ -293,7 +319,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"| {_fmt(stats['generated_auroc'][index])} | {_fmt(stats['real_test_auroc'][index])} "
                 f"| {_fmt(stats['report_label_f1'][index])} | {_fmt(stats['fid_ratio'][index], 2)} "
                 f"| {f'{flags}/{len(group)} flagged' if index == 0 else ''} | "
-                f"| {_fmt(stats['train_wall_s'][index], 0)} |"
+                f"| {_fmt(stats['seconds_per_iteration'][index], 2)} | {_fmt(stats['train_wall_s'][index], 0)} |"
             )
     return lines
 
@@ -461,7 +487,9 @@ def write_results(
         "Label-agreement ratio: macro AUROC of the real-trained classifier on generated images (against their "
         "conditioning labels) / its macro AUROC on the real test split. Report label F1: the project's CheXpert-style "
         "labeler on generated reports vs the conditioning labels. FID ratio: FID(generated, real test) / FID(real "
-        "validation, real test) on the classifier's pooled features at matched set sizes.",
+        "validation, real test) on the classifier's pooled features at matched set sizes. Seconds per GAN iteration: "
+        "from the TensorBoard event times of the logged iterations; time-limited runs on a busier machine reach "
+        "fewer iterations.",
         "",
         *summary_table(rows),
         "",
@@ -640,7 +668,8 @@ def reproduce(
         if labels_png.is_file():
             run["labels"] = figure_dir / f"{name}_label_agreement.png"
             run["labels"].write_bytes(labels_png.read_bytes())
-        rows.append(summary_row(run["setting"], run["seed"], metrics, run["record"]))
+        speed = seconds_per_iteration(run["run_dir"] / "tensorboard")
+        rows.append(summary_row(run["setting"], run["seed"], metrics, run["record"], speed))
 
     times["total"] = time.perf_counter() - start_all
     write_results(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scripts.reproduce_embedded import SETTINGS, reproduce
+from scripts.reproduce_embedded import SETTINGS, reproduce, seconds_per_iteration
 from tests.tiny import TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
@@ -63,6 +63,22 @@ def test_every_setting_is_trained_generated_and_evaluated(reproduced: dict) -> N
         assert row["fid_ratio"] == metrics["fid"]["classifier"]["ratio"]
         assert row["report_label_f1"] == metrics["reports"]["label_f1"]["mean_f1"]
         assert row["memorisation_flag"] is metrics["memorisation"]["flag"]
+        assert row["seconds_per_iteration"] > 0  # TINY logs every iteration
+
+
+def test_seconds_per_iteration_reads_the_event_times(tmp_path: Path) -> None:
+    """First to last logged GAN iteration, from TensorBoard wall times (across event files); None below two."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        writer.add_scalar("train/d_total", 1.0, 10, walltime=100.0)
+        for step, wall in ((10, 100.0), (20, 112.0)):
+            writer.add_scalar("train/g_total", 1.0, step, walltime=wall)
+    with SummaryWriter(str(tmp_path), filename_suffix=".resumed") as writer:  # a resumed run's second file
+        writer.add_scalar("train/g_total", 1.0, 40, walltime=160.0)
+    assert seconds_per_iteration(tmp_path) == pytest.approx(60.0 / 30)
+    assert seconds_per_iteration(tmp_path, tag="train/d_total") is None
+    assert seconds_per_iteration(tmp_path / "missing") is None
 
 
 def test_sm_gan_switches_the_report_and_joint_terms_off(reproduced: dict) -> None:
