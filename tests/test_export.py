@@ -9,6 +9,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -78,6 +79,19 @@ def _images(batch: int, seed: int = 2) -> torch.Tensor:
     return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
+def _random_decoder(seed: int, **kwargs: Any) -> ReportDecoder:
+    """A tiny F with large random weights (std 0.7), so that greedy reports differ from image to image."""
+    torch.manual_seed(seed)
+    sizes = {"encoder_features": 16, "embed_dim": 16, "sentence_hidden": 16, "topic_dim": 16, "word_hidden": 16}
+    f = ReportDecoder(VOCAB, max_sentences=S, max_words=W, encoder="small", **sizes, **kwargs)
+    with torch.no_grad():
+        for module in f.modules():
+            if isinstance(module, (nn.Linear, nn.LSTM, nn.LSTMCell, nn.Embedding)):
+                for p in module.parameters():
+                    p.normal_(0.0, 0.7)
+    return f
+
+
 @pytest.fixture(scope="module")
 def generator() -> Generator:
     return _trained_like_generator(0)
@@ -88,24 +102,8 @@ def decoder() -> ReportDecoder:
     """A tiny F with large random weights, ``<end>`` favoured and the first stop threshold between the middle
     images, so that greedy reports differ per image, end early and stop after different numbers of sentences (the
     masks that export must keep)."""
-    torch.manual_seed(2)
-    f = ReportDecoder(
-        VOCAB,
-        max_sentences=S,
-        max_words=W,
-        encoder="small",
-        encoder_features=16,
-        embed_dim=16,
-        sentence_hidden=16,
-        topic_dim=16,
-        word_hidden=16,
-        word_layers=2,
-    )
+    f = _random_decoder(2, word_layers=2)
     with torch.no_grad():
-        for module in f.modules():
-            if isinstance(module, (nn.Linear, nn.LSTM, nn.LSTMCell, nn.Embedding)):
-                for p in module.parameters():
-                    p.normal_(0.0, 0.7)
         f.word_out.bias[END] += 1.0
         _, stop_logits = f.eval().sentences(_images(6), S)
         first = stop_logits[:, 0].sort().values  # threshold between the middle images: half stop after one sentence
@@ -227,29 +225,8 @@ def test_report_decoder_export_matches_greedy_decode(decoder: ReportDecoder) -> 
 
 
 def _label_conditioned_decoder() -> ReportDecoder:
-    """A tiny label-conditioned F (the demo's kind) with large random weights, so that its reports depend on the
-    labels it is given."""
-    torch.manual_seed(5)
-    f = ReportDecoder(
-        VOCAB,
-        max_sentences=S,
-        max_words=W,
-        encoder="small",
-        encoder_features=16,
-        embed_dim=16,
-        sentence_hidden=16,
-        topic_dim=16,
-        word_hidden=16,
-        num_classes=K,
-        topic_every_step=True,
-        label_conditioned=True,
-    )
-    with torch.no_grad():
-        for module in f.modules():
-            if isinstance(module, (nn.Linear, nn.LSTM, nn.LSTMCell, nn.Embedding)):
-                for p in module.parameters():
-                    p.normal_(0.0, 0.7)
-    return f.eval()
+    """A tiny label-conditioned F (the demo's kind) whose reports depend on the labels it is given."""
+    return _random_decoder(5, num_classes=K, topic_every_step=True, label_conditioned=True).eval()
 
 
 def test_label_conditioned_decoder_exports_with_its_labels(tmp_path: Path) -> None:
