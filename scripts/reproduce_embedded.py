@@ -432,10 +432,14 @@ def machine_facts(threads: int) -> list[str]:
 
 
 def command_line(arguments: Mapping[str, Any]) -> str:
-    """The command that reproduces this run (``python scripts/reproduce_embedded.py --name value ...``)."""
+    """The command that reproduces this run (``python scripts/reproduce_embedded.py --name value ...``). Booleans
+    are written ``True`` / ``False``: fire reads JSON's ``false`` as the (truthy) string ``"false"``."""
     parts = ["python", "scripts/reproduce_embedded.py"]
     for name, value in arguments.items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if isinstance(value, bool):
+            text = str(value)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         parts.append(f"--{name}={shlex.quote(text)}" if not isinstance(value, str) else f"--{name} {shlex.quote(text)}")
     return " ".join(parts)
 

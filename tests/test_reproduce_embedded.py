@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scripts.reproduce_embedded import SETTINGS, reproduce, seconds_per_iteration
+from scripts.reproduce_embedded import SETTINGS, command_line, reproduce, seconds_per_iteration
 from tests.tiny import TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
@@ -160,3 +160,12 @@ def test_a_finished_run_is_reused_only_with_the_same_settings_and_configs(tmp_pa
     (run_dir / "train_record.json").write_text(json.dumps({**record, "config_digest": "0" * 16}))  # configs changed
     with pytest.raises(ValueError, match="config digest"):
         train_run(run_dir, {"seed": 0}, None)
+
+
+def test_command_line_round_trips_through_fire() -> None:
+    """The recorded command gives fire back the same values, booleans included (JSON's false would be a string)."""
+    import fire
+
+    arguments = {"out_dir": "output/x", "seeds": {"full": [0, 1]}, "train_minutes": 30, "flag#on": False}
+    parsed = fire.Fire(lambda **kw: kw, command=command_line(arguments).split(" ", 2)[2], name="reproduce")
+    assert parsed == arguments
