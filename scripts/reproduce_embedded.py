@@ -185,20 +185,28 @@ def generate(run_dir: Path, dataset_dir: Path, num_samples: int, seed: int, over
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def loss_curves(tensorboard_dir: Path, out_path: Path, title: str) -> Path | None:
-    """Plot every ``train/`` scalar of a run's TensorBoard event files (one panel per loss term)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def train_scalars(tensorboard_dir: Path) -> dict[str, dict[int, Any]]:
+    """Every ``train/`` scalar of a run's TensorBoard event files (all files, a resumed run's included), read once:
+    ``{tag: {step: event}}``, each event with ``value`` and ``wall_time``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    series: dict[str, dict[int, float]] = {}
+    series: dict[str, dict[int, Any]] = {}
     for events in sorted(tensorboard_dir.glob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload()
         for tag in accumulator.Tags().get("scalars", []):
             if tag.startswith("train/"):
-                series.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+                series.setdefault(tag, {}).update({e.step: e for e in accumulator.Scalars(tag)})
+    return series
+
+
+def loss_curves(scalars: Mapping[str, Mapping[int, Any]], out_path: Path, title: str) -> Path | None:
+    """Plot every ``train/`` scalar (from :func:`train_scalars`), one panel per loss term."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {tag: {step: event.value for step, event in events.items()} for tag, events in scalars.items()}
     if not series:
         return None
     tags = sorted(series)
@@ -220,18 +228,12 @@ def loss_curves(tensorboard_dir: Path, out_path: Path, title: str) -> Path | Non
     return out_path
 
 
-def seconds_per_iteration(tensorboard_dir: Path, tag: str = "train/g_total") -> float | None:
-    """Seconds per GAN iteration from the event times of one logged loss, between its first and last logged
-    iterations (start-up and the decoder warm-up excluded). Time-limited runs on a machine shared with other work
-    reach fewer iterations; this says how fast each run actually went (a pause between a stop and its resume
-    counts). None when fewer than two are logged."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    times: dict[int, float] = {}
-    for events in sorted(tensorboard_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload()
-        if tag in accumulator.Tags().get("scalars", []):
-            times.update({e.step: e.wall_time for e in accumulator.Scalars(tag)})
+def seconds_per_iteration(scalars: Mapping[str, Mapping[int, Any]], tag: str = "train/g_total") -> float | None:
+    """Seconds per GAN iteration from the event times of one logged loss (from :func:`train_scalars`), between its
+    first and last logged iterations (start-up and the decoder warm-up excluded). Time-limited runs on a machine
+    shared with other work reach fewer iterations; this says how fast each run actually went (a pause between a
+    stop and its resume counts). None when fewer than two are logged."""
+    times = {step: event.wall_time for step, event in scalars.get(tag, {}).items()}
     if len(times) < 2:
         return None
     first, last = min(times), max(times)
@@ -307,7 +309,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {_fmt(row['generated_auroc'])} | {_fmt(row['real_test_auroc'])} | {_fmt(row['report_label_f1'])} "
             f"| {_fmt(row['fid_ratio'], 2)} "
             f"| {_fmt(row['memorisation_flag'])} | {_fmt(row['iterations'])} "
-            f"| {_fmt(row.get('seconds_per_iteration'), 2)} | {_fmt(row['train_wall_s'], 0)} |"
+            f"| {_fmt(row['seconds_per_iteration'], 2)} | {_fmt(row['train_wall_s'], 0)} |"
         )
     for setting in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == setting]
@@ -432,15 +434,14 @@ def machine_facts(threads: int) -> list[str]:
 
 
 def command_line(arguments: Mapping[str, Any]) -> str:
-    """The command that reproduces this run (``python scripts/reproduce_embedded.py --name value ...``). Booleans
-    are written ``True`` / ``False``: fire reads JSON's ``false`` as the (truthy) string ``"false"``."""
+    """The command that reproduces this run (``python scripts/reproduce_embedded.py --name value ...``). Values other
+    than strings are written as Python literals, which fire reads back as they were (JSON's ``false`` or ``null``,
+    at any depth, would come back as strings)."""
     parts = ["python", "scripts/reproduce_embedded.py"]
     for name, value in arguments.items():
-        if isinstance(value, bool):
-            text = str(value)
-        else:
-            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        parts.append(f"--{name}={shlex.quote(text)}" if not isinstance(value, str) else f"--{name} {shlex.quote(text)}")
+        parts.append(
+            f"--{name} {shlex.quote(value)}" if isinstance(value, str) else f"--{name}={shlex.quote(repr(value))}"
+        )
     return " ".join(parts)
 
 
@@ -666,14 +667,14 @@ def reproduce(
         )
         times[f"evaluate {name}"] = time.perf_counter() - start
         run["metrics"], run["eval_dir"] = metrics, eval_dir
-        run["losses"] = loss_curves(run["run_dir"] / "tensorboard", figure_dir / f"{name}_losses.png", name)
+        scalars = train_scalars(run["run_dir"] / "tensorboard")
+        run["losses"] = loss_curves(scalars, figure_dir / f"{name}_losses.png", name)
         run["sheet"] = preview_sheet(generated, figure_dir / f"{name}_samples.png", tile=SHEET_TILE)
         labels_png = eval_dir / metrics.get("figures", {}).get("label_agreement", "figures/labels.png")
         if labels_png.is_file():
             run["labels"] = figure_dir / f"{name}_label_agreement.png"
             run["labels"].write_bytes(labels_png.read_bytes())
-        speed = seconds_per_iteration(run["run_dir"] / "tensorboard")
-        rows.append(summary_row(run["setting"], run["seed"], metrics, run["record"], speed))
+        rows.append(summary_row(run["setting"], run["seed"], metrics, run["record"], seconds_per_iteration(scalars)))
 
     times["total"] = time.perf_counter() - start_all
     write_results(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scripts.reproduce_embedded import SETTINGS, command_line, reproduce, seconds_per_iteration
+from scripts.reproduce_embedded import SETTINGS, command_line, reproduce, seconds_per_iteration, train_scalars
 from tests.tiny import TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
@@ -76,9 +76,9 @@ def test_seconds_per_iteration_reads_the_event_times(tmp_path: Path) -> None:
             writer.add_scalar("train/g_total", 1.0, step, walltime=wall)
     with SummaryWriter(str(tmp_path), filename_suffix=".resumed") as writer:  # a resumed run's second file
         writer.add_scalar("train/g_total", 1.0, 40, walltime=160.0)
-    assert seconds_per_iteration(tmp_path) == pytest.approx(60.0 / 30)
-    assert seconds_per_iteration(tmp_path, tag="train/d_total") is None
-    assert seconds_per_iteration(tmp_path / "missing") is None
+    assert seconds_per_iteration(train_scalars(tmp_path)) == pytest.approx(60.0 / 30)
+    assert seconds_per_iteration(train_scalars(tmp_path), tag="train/d_total") is None
+    assert seconds_per_iteration(train_scalars(tmp_path / "missing")) is None
 
 
 def test_sm_gan_switches_the_report_and_joint_terms_off(reproduced: dict) -> None:
@@ -163,9 +163,16 @@ def test_a_finished_run_is_reused_only_with_the_same_settings_and_configs(tmp_pa
 
 
 def test_command_line_round_trips_through_fire() -> None:
-    """The recorded command gives fire back the same values, booleans included (JSON's false would be a string)."""
+    """The recorded command gives fire back the same values, booleans and None included, also nested (JSON's false
+    would be a string)."""
     import fire
 
-    arguments = {"out_dir": "output/x", "seeds": {"full": [0, 1]}, "train_minutes": 30, "flag#on": False}
+    arguments = {
+        "out_dir": "output/x",
+        "seeds": {"full": [0, 1]},
+        "train_minutes": 30,
+        "flag#on": False,
+        "classifier_overrides": {"amp": False, "pretrained": None},
+    }
     parsed = fire.Fire(lambda **kw: kw, command=command_line(arguments).split(" ", 2)[2], name="reproduce")
     assert parsed == arguments
