@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head": {"topic_every_step": False, "label_conditioned_reports": False},
     "head_topic_every_step": {"topic_every_step": True, "label_conditioned_reports": False},
     "demo": {},
+    "image_dropout_0.5": {"report_decoder_def#image_dropout": 0.5},
+    "findings_only": {"report_decoder_def#image_dropout": 1.0},
 }
 
 
@@ -99,7 +101,7 @@ def run_variant(
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
-            losses.append(float(out["word_loss"]))
+            losses.append(float(out["word_loss"].detach()))
             iteration += 1
             if iteration % eval_every == 0 or iteration == iterations:
                 decoder.eval()
