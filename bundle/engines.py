@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -75,6 +75,7 @@ LOSS_KEYS = (
     "g_joint",
     "f_teacher_forcing",
     "f_labels",
+    "f_extra_teacher_forcing",
     "g_total",
 )
 
@@ -181,6 +182,13 @@ class EMIXERTrainer(Trainer):
             the first GAN iteration of a fresh run (not of a resumed one). A decoder that already writes reports
             gives the report and joint discriminators real text to judge from the start, and one F step costs a
             fraction of a GAN iteration. 0 = none (the paper's setting).
+        consistency_snapshot_iteration: warm-up step (1 .. ``report_warmup_iterations``) after which G's consistency
+            term reads a frozen copy of F (``consistency_decoder``, taken then and kept in checkpoints) instead of
+            F as it goes on training. F can then warm up for longer, for its reports, while G is asked to satisfy
+            the head of that earlier, smoother F. None: F itself (the default).
+        report_steps_per_iteration: extra teacher-forcing steps of F alone after each GAN iteration, on batches of
+            their own (as in the warm-up). One F step costs a fraction of a GAN iteration, and F's reports improve
+            with steps long after the images stop needing it. 0 = none.
         gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
         ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
             after each generator step; buffers such as BatchNorm statistics are copied); None = no EMA.
@@ -231,6 +239,8 @@ class EMIXERTrainer(Trainer):
         stop_weight: float = 1.0,
         f_adversarial_weight: float = 1.0,
         report_warmup_iterations: int = 0,
+        consistency_snapshot_iteration: int | None = None,
+        report_steps_per_iteration: int = 0,
         gumbel_temperature: float = 1.0,
         ema_decay: float | None = None,
         ema_start: int = 0,
@@ -312,6 +322,22 @@ class EMIXERTrainer(Trainer):
         self.report_warmup_iterations = int(report_warmup_iterations)
         if self.report_warmup_iterations:  # iteration 1 only: a resumed run starts later and skips it
             self.add_event_handler(Events.ITERATION_STARTED(once=1), self.warm_up_report_decoder)
+        self.consistency_snapshot_iteration = consistency_snapshot_iteration
+        self.consistency_decoder: nn.Module | None = None
+        if consistency_snapshot_iteration is not None:
+            if not 1 <= consistency_snapshot_iteration <= self.report_warmup_iterations:
+                raise ValueError(
+                    f"consistency_snapshot_iteration={consistency_snapshot_iteration} must be a warm-up step, in "
+                    f"1..report_warmup_iterations={self.report_warmup_iterations}"
+                )
+            if not self.consistency_weight:
+                raise ValueError("consistency_snapshot_iteration is set but consistency_weight is 0 (nothing reads it)")
+            # made now so that a resumed run has it to load into; its weights are F's at the snapshot step
+            self.consistency_decoder = copy.deepcopy(report_decoder).eval().requires_grad_(False)
+        if report_steps_per_iteration < 0:
+            raise ValueError(f"report_steps_per_iteration={report_steps_per_iteration} must be >= 0")
+        self.report_steps_per_iteration = int(report_steps_per_iteration)
+        self._report_batches: Iterator | None = None
 
         # Mixed precision only where it helps and GradScaler works: CUDA. Elsewhere fp32 and no-op scalers.
         self.use_autocast = bool(amp) and self.state.device is not None and self.state.device.type == "cuda"
@@ -347,34 +373,40 @@ class EMIXERTrainer(Trainer):
 
     def warm_up_report_decoder(self, engine: Engine | None = None) -> list[float]:
         """``report_warmup_iterations`` teacher-forcing steps of F alone on the training batches (with its label
-        head's BCE when it has one); the other networks are untouched. Returns the losses."""
-        decoder, optimizer = self.report_decoder, self.f_optimizer or self.g_optimizer
-        params = [p for p in decoder.parameters() if p.requires_grad]
+        head's BCE when it has one); the other networks are untouched. Takes the ``consistency_decoder`` snapshot
+        at its step. Returns the losses."""
         losses: list[float] = []
-        batches = iter(self.data_loader)
         while len(losses) < self.report_warmup_iterations:
-            batchdata = next(batches, None)
-            if batchdata is None:
-                batches = iter(self.data_loader)
-                batchdata = next(batches, None)
-                if batchdata is None:
-                    raise ValueError("the training data loader yields no batches")
-            batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
-            with self._autocast():
-                out = self._teacher_forcing_loss(batch)
-            optimizer.zero_grad(set_to_none=self.optim_set_to_none)
-            self.g_scaler.scale(out["loss"].float()).backward()
-            if self.distributed:
-                all_reduce_gradients(params)
-            self.g_scaler.step(optimizer)
-            self.g_scaler.update()
-            losses.append(float(out["loss"].detach()))
+            losses.append(self.report_decoder_step())
+            if len(losses) == self.consistency_snapshot_iteration and self.consistency_decoder is not None:
+                self.consistency_decoder.load_state_dict(self.report_decoder.state_dict())
             if len(losses) % 100 == 0 or len(losses) == self.report_warmup_iterations:
                 self.logger.info(
                     f"report decoder warm-up {len(losses)}/{self.report_warmup_iterations}: "
                     f"teacher-forcing loss {sum(losses[-100:]) / len(losses[-100:]):.3f}"
                 )
         return losses
+
+    def report_decoder_step(self) -> float:
+        """One teacher-forcing step of F alone (its optimiser) on the next batch of its own pass over the training
+        data; returns the loss."""
+        optimizer = self.f_optimizer or self.g_optimizer
+        batchdata = next(self._report_batches, None) if self._report_batches is not None else None
+        if batchdata is None:
+            self._report_batches = iter(self.data_loader)
+            batchdata = next(self._report_batches, None)
+            if batchdata is None:
+                raise ValueError("the training data loader yields no batches")
+        batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
+        with self._autocast():
+            out = self._teacher_forcing_loss(batch)
+        optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+        self.g_scaler.scale(out["loss"].float()).backward()
+        if self.distributed:
+            all_reduce_gradients([p for p in self.report_decoder.parameters() if p.requires_grad])
+        self.g_scaler.step(optimizer)
+        self.g_scaler.update()
+        return float(out["loss"].detach())
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -439,6 +471,7 @@ class EMIXERTrainer(Trainer):
             "report_discriminator": self.report_discriminator,
             "joint_discriminator": self.joint_discriminator,
             "ema_generator": self.ema_generator,
+            "consistency_decoder": self.consistency_decoder,
             "g_optimizer": self.g_optimizer,
             "f_optimizer": self.f_optimizer,
             "d_optimizer": self.d_optimizer,
@@ -568,6 +601,9 @@ class EMIXERTrainer(Trainer):
         finally:
             engine._set_d_requires_grad(True)
         engine.update_ema()
+        if engine.report_steps_per_iteration:
+            extra = [engine.report_decoder_step() for _ in range(engine.report_steps_per_iteration)]
+            terms["f_extra_teacher_forcing"] = real.new_tensor(sum(extra) / len(extra), dtype=torch.float32)
 
         keys = [key for key in LOSS_KEYS if key in terms]
         stacked = torch.stack([terms[key] for key in keys])
@@ -654,6 +690,8 @@ class EMIXERTrainer(Trainer):
     def _consistency_loss(self, x_fake: torch.Tensor, y_fake: torch.Tensor) -> torch.Tensor:
         """BCE of F's label head on G's images against their conditioning labels. F's parameters are frozen and its
         BatchNorms read their running (real-image) statistics, as at inference, without updating them."""
+        if self.consistency_decoder is not None:  # the frozen snapshot: no parameter to protect
+            return classification_loss(self.consistency_decoder.label_logits(x_fake).float(), y_fake)
         f = self.report_decoder
         f_params = [p for p in f.parameters() if p.requires_grad]
         was_training = f.training

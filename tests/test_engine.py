@@ -16,6 +16,7 @@ from ignite.engine import Events
 from bundle.data.errors import DataError
 from bundle.data.label_fraction import apply_label_fraction
 from bundle.engines import LOSS_KEYS, EMIXERTrainer, fake_label_indices
+from bundle.losses import classification_loss
 from bundle.networks import Generator, ImageDiscriminator, JointDiscriminator, ReportDecoder, ReportDiscriminator
 from bundle.networks.layers import END_ID, PAD_ID
 
@@ -162,24 +163,25 @@ def params_of(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 HEAD_TERMS = ["d_class", "g_class", "f_labels", "g_consistency"]
+EXTRA = ["f_extra_teacher_forcing"]  # only with report_steps_per_iteration > 0
 
 
 @pytest.mark.parametrize(
     "switches,absent",
     [
-        ({}, HEAD_TERMS),
+        ({}, HEAD_TERMS + EXTRA),
         (
             {"use_report_loss": False, "use_joint_loss": False},
-            ["d_report", "d_joint", "g_report", "g_joint"] + HEAD_TERMS,
+            ["d_report", "d_joint", "g_report", "g_joint"] + HEAD_TERMS + EXTRA,
         ),
         (
             {"use_rotation_loss": False, "use_teacher_forcing": False},
-            ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS,
+            ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS + EXTRA,
         ),
-        ({"heads": True, "classification_weight": 1.0, "consistency_weight": 1.0}, []),
+        ({"heads": True, "classification_weight": 1.0, "consistency_weight": 1.0, "report_steps_per_iteration": 1}, []),
         (
             {"heads": True, "classification_weight": 1.0, "use_rotation_loss": False},
-            ["d_rotation", "g_rotation", "g_consistency"],
+            ["d_rotation", "g_rotation", "g_consistency"] + EXTRA,
         ),
     ],
     ids=["all_terms", "sm_gan", "no_rotation_no_teacher_forcing", "auxiliary_heads", "heads_no_rotation"],
@@ -407,6 +409,61 @@ def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> N
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
     with pytest.raises(ValueError, match="report_warmup_iterations"):
         make_trainer(data, report_warmup_iterations=-1)
+
+
+def test_consistency_snapshot_freezes_the_head_g_reads_at_its_warm_up_step() -> None:
+    """``consistency_snapshot_iteration``: G's consistency term reads F as it was after that warm-up step (kept in
+    the checkpoint), while F itself goes on training; without it G reads the live F."""
+    data = [collate(synthetic_pairs(8, seed=s)) for s in range(2)]
+    networks = build_networks(heads=True)
+    f = networks["report_decoder"]
+    trainer = make_trainer(
+        data, networks, f_lr=3e-3, consistency_weight=1.0, report_warmup_iterations=6, consistency_snapshot_iteration=2
+    )
+    seen = {}
+
+    def after_step(engine) -> None:  # F after each warm-up step, by wrapping the step
+        seen.setdefault("f", []).append(copy.deepcopy(f.state_dict()))
+
+    step = trainer.report_decoder_step
+    trainer.report_decoder_step = lambda: (step(), after_step(trainer))[0]
+    trainer.run()
+    snapshot = trainer.consistency_decoder.state_dict()
+    assert all(torch.equal(v, seen["f"][1][k]) for k, v in snapshot.items())  # F after step 2 of 6
+    assert any(not torch.equal(v, f.state_dict()[k]) for k, v in snapshot.items())  # F trained on
+    assert not any(p.requires_grad for p in trainer.consistency_decoder.parameters())
+    assert "consistency_decoder" in trainer.checkpoint_dict()
+    x, y = data[0]["image"], data[0]["labels"]
+    expected = classification_loss(trainer.consistency_decoder.label_logits(x), y)
+    torch.testing.assert_close(trainer._consistency_loss(x, y), expected)
+    assert "consistency_decoder" not in make_trainer(data, build_networks(heads=True)).checkpoint_dict()
+    for bad in ({"consistency_snapshot_iteration": 7}, {"consistency_snapshot_iteration": 0}):
+        with pytest.raises(ValueError, match="consistency_snapshot_iteration"):
+            make_trainer(data, build_networks(heads=True), consistency_weight=1.0, report_warmup_iterations=6, **bad)
+    with pytest.raises(ValueError, match="consistency_weight"):
+        make_trainer(data, build_networks(heads=True), report_warmup_iterations=6, consistency_snapshot_iteration=2)
+
+
+def test_report_steps_per_iteration_adds_f_alone_steps_on_their_own_batches() -> None:
+    """``report_steps_per_iteration``: after each GAN iteration F takes that many teacher-forcing steps of its own
+    (its optimiser only), logged as ``f_extra_teacher_forcing``; G and the discriminators step once."""
+    data = [collate(synthetic_pairs(8, seed=s)) for s in range(3)]
+    networks = build_networks(heads=True)
+    trainer = make_trainer(data, networks, f_lr=3e-3, report_steps_per_iteration=2)
+    outputs = record_outputs(trainer)
+    steps = {name: count_steps(getattr(trainer, name)) for name in ("f_optimizer", "g_optimizer", "d_optimizer")}
+    trainer.run()
+    assert {name: calls[0] for name, calls in steps.items()} == {
+        "f_optimizer": 3 * (1 + 2),
+        "g_optimizer": 3,
+        "d_optimizer": 3 * trainer.n_critic,
+    }
+    assert len(outputs) == 3 and all(np.isfinite(o["f_extra_teacher_forcing"]) for o in outputs)
+    plain = make_trainer(data, build_networks(heads=True), f_lr=3e-3)
+    plain.run()
+    assert "f_extra_teacher_forcing" not in plain.state.output
+    with pytest.raises(ValueError, match="report_steps_per_iteration"):
+        make_trainer(data, report_steps_per_iteration=-1)
 
 
 # ---------------------------------------------------------------------------------------------- label fraction
