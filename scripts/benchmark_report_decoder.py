@@ -34,8 +34,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head": {"topic_every_step": False, "label_conditioned_reports": False},
     "head_topic_every_step": {"topic_every_step": True, "label_conditioned_reports": False},
     "demo": {},
-    "image_dropout_0.5": {"report_decoder_def#image_dropout": 0.5},
-    "findings_only": {"report_decoder_def#image_dropout": 1.0},
 }
 
 

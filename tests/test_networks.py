@@ -384,33 +384,6 @@ def test_pseudo_labels_give_unlabelled_rows_the_heads_hard_predictions() -> None
         ReportDecoder(VOCAB, num_classes=K, pseudo_labels=True, **TINY_DECODER)
 
 
-def test_image_dropout_writes_labelled_rows_from_the_findings_alone() -> None:
-    """``image_dropout=1``: in training, a labelled row's report loss no longer depends on its image (only on its
-    findings), an unlabelled row's still does; in eval mode, and with 0, the image is read as before."""
-    f = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, image_dropout=1.0, **TINY_DECODER).train()
-    x, tokens, y = torch.randn(2, 3, 32, 32), make_report(2, [3, 2]), labels(2)
-    encoder = [p for p in f.encoder.parameters() if p.requires_grad]
-
-    def encoder_grad(labelled: torch.Tensor) -> float:
-        loss = f.loss(x, tokens, labels=y, labelled=labelled)["word_loss"]
-        grads = torch.autograd.grad(loss, encoder, allow_unused=True)
-        return sum(float(g.abs().sum()) for g in grads if g is not None)
-
-    assert encoder_grad(torch.ones(2)) == 0.0  # every row written from its findings: the image is not read
-    assert encoder_grad(torch.tensor([0.0, 1.0])) > 0  # the unlabelled row still reads its image (and head)
-    other = f.loss(torch.randn(2, 3, 32, 32), tokens, labels=y)["word_loss"]
-    torch.testing.assert_close(f.loss(x, tokens, labels=y)["word_loss"], other)
-    f.eval()  # no dropout at evaluation: the same weights without it give the same loss
-    plain = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, **TINY_DECODER).eval()
-    plain.load_state_dict(f.state_dict())
-    torch.testing.assert_close(f.loss(x, tokens, labels=y)["word_loss"], plain.loss(x, tokens, labels=y)["word_loss"])
-    assert encoder_grad(torch.ones(2)) > 0
-    with pytest.raises(ValueError, match="label_conditioned"):
-        ReportDecoder(VOCAB, num_classes=K, image_dropout=0.5, **TINY_DECODER)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, image_dropout=1.5, **TINY_DECODER)
-
-
 def test_label_conditioned_decoder_writes_from_the_given_labels() -> None:
     """A ``label_conditioned`` F reads the labels it is given (a generated image's conditioning labels), its head
     when given none; a plain F always reads its head."""

@@ -131,11 +131,6 @@ class ReportDecoder(nn.Module):
             label runs) read the head's hard predictions (probability > 0.5, no gradient), the same 0/1 findings it
             is given for a generated image, instead of the head's soft probabilities, through which the report loss
             would train the head into a code of its own.
-        image_dropout: in a ``label_conditioned`` decoder's teacher-forced loss (training mode only), the
-            probability that a labelled row's image features are zeroed before the sentence LSTM, so that it writes
-            that report from the given findings alone (the label head still reads the image). The findings are
-            then the sentences' only source for those rows, which teaches F to follow them; it also cannot recall a
-            training report from its image. 0: off.
     """
 
     def __init__(
@@ -156,7 +151,6 @@ class ReportDecoder(nn.Module):
         topic_every_step: bool = False,
         label_conditioned: bool = False,
         pseudo_labels: bool = False,
-        image_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if vocab_size <= max(PAD_ID, START_ID, END_ID) + 1:
@@ -172,11 +166,6 @@ class ReportDecoder(nn.Module):
         if pseudo_labels and not self.label_conditioned:
             raise ValueError("pseudo_labels=True needs label_conditioned=True (they stand in for the given labels)")
         self.pseudo_labels = bool(pseudo_labels)
-        if not 0.0 <= image_dropout <= 1.0:
-            raise ValueError(f"image_dropout={image_dropout} must be in [0, 1]")
-        if image_dropout and not self.label_conditioned:
-            raise ValueError("image_dropout > 0 needs label_conditioned=True (the findings replace the image)")
-        self.image_dropout = float(image_dropout)
         self.label_head = nn.Linear(encoder_features, self.num_classes) if self.num_classes > 0 else None
         self.sentence_lstm = nn.LSTMCell(encoder_features + self.num_classes, sentence_hidden)
         self.stop = nn.Linear(sentence_hidden, 1)
@@ -218,15 +207,6 @@ class ReportDecoder(nn.Module):
         truth = labels.to(probs.dtype).clamp(min=0)  # -1 (uncertain / unknown) -> 0, like the training labels
         keep = torch.ones_like(probs[:, :1]) if labelled is None else labelled.to(probs.dtype).reshape(-1, 1)
         return torch.cat([inputs[:, :-k], keep * truth + (1 - keep) * probs], dim=1)
-
-    def _drop_images(self, inputs: torch.Tensor, labelled: torch.Tensor | None) -> torch.Tensor:
-        """Sentence-LSTM inputs with the image features of ``image_dropout`` of the labelled rows zeroed."""
-        k = self.num_classes
-        features = inputs[:, :-k]
-        dropped = torch.rand(features.shape[0], 1, device=features.device) < self.image_dropout
-        if labelled is not None:
-            dropped = dropped & (labelled.reshape(-1, 1) > 0)
-        return torch.cat([features.masked_fill(dropped, 0.0), inputs[:, -k:]], dim=1)
 
     def label_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Finding logits ``[B, num_classes]`` of the label head."""
@@ -304,8 +284,6 @@ class ReportDecoder(nn.Module):
         features, label_logits = self.encode(images)
         if self.label_conditioned and labels is not None:
             features = self._with_given_labels(features, labels, labelled)
-            if self.image_dropout and self.training:
-                features = self._drop_images(features, labelled)
         topics, stop_logits = self._sentence_states(features, report_tokens.shape[1])
         word_logits = self._teacher_forced_words(topics, report_tokens)
         out = report_loss(word_logits, stop_logits, report_tokens, report_num_sentences, stop_weight)
