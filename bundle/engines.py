@@ -178,6 +178,10 @@ class EMIXERTrainer(Trainer):
             reports judged by D_report and D_joint); G still gets them through F in full. 1 = the paper's
             end-to-end training; below 1, F leans on teacher forcing: on the CPU demo the full adversarial gradient
             undid in about 150 iterations the language a warmed-up F had learnt (teacher-forcing loss 1.3 -> 3.0).
+        text_grad_to_generator: whether G's report and joint terms reach G back through F's reading of its image
+            (the paper's end-to-end path). False: G's reports are written from a detached copy of its images, so
+            D_joint judges G's images through its image branch only, and (with ``f_adversarial_weight`` 0) the
+            report term moves neither G nor F.
         report_warmup_iterations: teacher-forcing steps of F alone (its optimiser, the training batches) before
             the first GAN iteration of a fresh run (not of a resumed one). A decoder that already writes reports
             gives the report and joint discriminators real text to judge from the start, and one F step costs a
@@ -238,6 +242,7 @@ class EMIXERTrainer(Trainer):
         consistency_weight: float = 0.0,
         stop_weight: float = 1.0,
         f_adversarial_weight: float = 1.0,
+        text_grad_to_generator: bool = True,
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
         report_steps_per_iteration: int = 0,
@@ -310,6 +315,7 @@ class EMIXERTrainer(Trainer):
         if f_adversarial_weight < 0:
             raise ValueError(f"f_adversarial_weight={f_adversarial_weight} must be >= 0")
         self.f_adversarial_weight = float(f_adversarial_weight)
+        self.text_grad_to_generator = bool(text_grad_to_generator)
         self.classification_weight, self.report_label_weight = float(classification_weight), float(report_label_weight)
         self.consistency_weight = float(consistency_weight)
         if self.consistency_weight and getattr(report_decoder, "label_head", None) is None:
@@ -561,7 +567,9 @@ class EMIXERTrainer(Trainer):
                     add("g_consistency", loss)
                     g_total = g_total + engine.consistency_weight * loss
                 if use_text:
-                    s_fake = engine._sample_reports(x_fake, y_fake)
+                    s_fake = engine._sample_reports(
+                        x_fake if engine.text_grad_to_generator else x_fake.detach(), y_fake
+                    )
                     if engine.use_report_loss:
                         loss = generator_loss(engine.report_discriminator(s_fake).float(), engine.adversarial_loss)
                         add("g_report", loss)

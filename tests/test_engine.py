@@ -391,6 +391,34 @@ def test_f_adversarial_weight_scales_only_what_f_learns_from_the_adversarial_ter
         make_trainer([batch], f_adversarial_weight=-1.0)
 
 
+def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -> None:
+    """With only the report term on, G moves through F's reading of its image; with ``text_grad_to_generator``
+    off it does not, while F still does (``f_adversarial_weight`` 1). The joint term still reaches G (image
+    branch)."""
+    moved = {}
+    for flag, joint in ((True, False), (False, False), (False, True)):
+        torch.manual_seed(0)
+        networks = build_networks()
+        before = {k: params_of(networks[k]) for k in ("generator", "report_decoder")}
+        trainer = make_trainer(
+            [batch],
+            networks,
+            f_lr=1e-2,
+            use_image_loss=False,
+            use_rotation_loss=False,
+            use_joint_loss=joint,
+            use_teacher_forcing=False,
+            text_grad_to_generator=flag,
+        )
+        trainer.run()
+        moved[flag, joint] = {
+            k: any(not torch.equal(a, b) for a, b in zip(before[k], networks[k].parameters())) for k in before
+        }
+    assert moved[True, False] == {"generator": True, "report_decoder": True}
+    assert moved[False, False] == {"generator": False, "report_decoder": True}
+    assert moved[False, True]["generator"]
+
+
 def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> None:
     data = [collate(synthetic_pairs(8, seed=s)) for s in range(2)]
     networks = build_networks(heads=True)
