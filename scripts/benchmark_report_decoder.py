@@ -9,6 +9,11 @@ the image was drawn for). No GAN: it isolates the text path, and one F step cost
 
     python scripts/benchmark_report_decoder.py --dataset_dir data/embedded --iterations 2500
     python scripts/benchmark_report_decoder.py --variants '["demo"]' --lr 1e-3
+
+``--checkpoint`` scores a trained run's F the same way instead of training one (e.g. to compare its reports on
+real validation images with those it wrote for the generated images):
+
+    python scripts/benchmark_report_decoder.py --checkpoint output/demo/models/checkpoint_final.pt --num_eval 192
 """
 
 from __future__ import annotations
@@ -118,6 +123,28 @@ def run_variant(
     return rows
 
 
+def score_checkpoint(dataset_dir: str, checkpoint: str, num_eval: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The label F1 row (no training) of the report decoder saved in a training checkpoint (``report_decoder``)."""
+    parser = _parser(dataset_dir, overrides)
+    decoder = parser.get_parsed_content("report_decoder_def")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "report_decoder" not in state:
+        raise ValueError(f"{checkpoint} holds no report_decoder (keys: {sorted(state)}); pass a training checkpoint")
+    decoder.load_state_dict(state["report_decoder"])
+    decoder.eval()
+    images, truth = _eval_images(parser, num_eval)
+    start = time.perf_counter()
+    row = {
+        "iteration": state["trainer"]["iteration"] if "trainer" in state else None,
+        "word_loss": float("nan"),
+        "f1_head": _label_f1(decoder, images, None, truth, parser),
+        "f1_given": _label_f1(decoder, images, truth, truth, parser) if decoder.label_conditioned else None,
+        "seconds": time.perf_counter() - start,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def benchmark(
     dataset_dir: str = str(REPO_ROOT / "data" / "embedded"),
     variants: Sequence[str] = tuple(VARIANTS),
@@ -127,31 +154,38 @@ def benchmark(
     lr: float = 3e-3,
     seed: int = 0,
     num_threads: int = 1,
+    checkpoint: str | None = None,
     **overrides: Any,
 ) -> dict[str, list[dict[str, Any]]]:
     """Print and return, per variant, F's greedy-report label F1 on validation images over teacher-forcing steps.
 
     ``overrides``: config values for every variant (e.g. ``--batch_size 8``, ``--text_hidden 128``).
+    ``checkpoint``: score the F of this training checkpoint (built as the demo preset with ``overrides``) instead;
+    the row's iteration is the checkpoint's GAN iteration.
     """
     unknown = [name for name in ([variants] if isinstance(variants, str) else variants) if name not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(int(num_threads))
     names = [variants] if isinstance(variants, str) else list(variants)
-    results = {
-        name: run_variant(dataset_dir, {**VARIANTS[name], **overrides}, iterations, eval_every, num_eval, lr, seed)
-        for name in names
-    }
-    print(f"\nteacher forcing alone, lr {lr}, seed {seed}, {num_eval} validation images, label F1 of greedy reports")
+    if checkpoint is not None:
+        results = {"checkpoint": [score_checkpoint(dataset_dir, checkpoint, num_eval, overrides)]}
+        print(f"\n{checkpoint}, {num_eval} validation images, label F1 of greedy reports")
+    else:
+        results = {
+            name: run_variant(dataset_dir, {**VARIANTS[name], **overrides}, iterations, eval_every, num_eval, lr, seed)
+            for name in names
+        }
+        print(
+            f"\nteacher forcing alone, lr {lr}, seed {seed}, {num_eval} validation images, label F1 of greedy reports"
+        )
     print("| variant | iteration | word loss | F1 (own head) | F1 (given labels) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, rows in results.items():
         for r in rows:
             given = "-" if r["f1_given"] is None else f"{r['f1_given']:.3f}"
-            print(
-                f"| {name} | {r['iteration']} | {r['word_loss']:.3f} | {r['f1_head']:.3f} | {given} | "
-                f"{r['seconds']:.0f} |"
-            )
+            loss = "-" if np.isnan(r["word_loss"]) else f"{r['word_loss']:.3f}"
+            print(f"| {name} | {r['iteration']} | {loss} | {r['f1_head']:.3f} | {given} | " f"{r['seconds']:.0f} |")
     return results
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from scripts.benchmark_report_decoder import VARIANTS, benchmark
+from scripts.benchmark_report_decoder import VARIANTS, _parser, benchmark
 from tests.tiny import TINY
 
 SMALL = {k: TINY[k] for k in ("image_size", "encoder_features", "word_embed_dim", "text_hidden", "max_sentences")}
@@ -31,3 +32,18 @@ def test_benchmark_names_unknown_variants(dataset_dir: Path) -> None:
     with pytest.raises(ValueError, match="choose from"):
         benchmark(dataset_dir=str(dataset_dir), variants=["nope"])
     assert {"head", "head_topic_every_step", "demo"} == set(VARIANTS)
+
+
+def test_benchmark_scores_a_training_checkpoints_decoder(dataset_dir: Path, tmp_path: Path) -> None:
+    """``checkpoint``: no training; the saved F is loaded (a checkpoint of another shape fails to load) and scored."""
+    decoder = _parser(str(dataset_dir), SMALL).get_parsed_content("report_decoder_def")
+    path = tmp_path / "checkpoint_final.pt"
+    torch.save({"report_decoder": decoder.state_dict(), "trainer": {"iteration": 5}}, path)
+    rows = benchmark(dataset_dir=str(dataset_dir), checkpoint=str(path), num_eval=6, **SMALL)["checkpoint"]
+    assert len(rows) == 1 and rows[0]["iteration"] == 5
+    assert rows[0]["f1_given"] is not None  # the demo preset's F is label-conditioned
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        benchmark(dataset_dir=str(dataset_dir), checkpoint=str(path), num_eval=6, **{**SMALL, "text_hidden": 40})
+    torch.save({"generator": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt holds no report_decoder"):
+        benchmark(dataset_dir=str(dataset_dir), checkpoint=str(tmp_path / "other.pt"), num_eval=6, **SMALL)
