@@ -391,6 +391,8 @@ class EMIXERTrainer(Trainer):
                     f"report decoder warm-up {len(losses)}/{self.report_warmup_iterations}: "
                     f"teacher-forcing loss {sum(losses[-100:]) / len(losses[-100:]):.3f}"
                 )
+        if not self.report_steps_per_iteration:
+            self._report_batches = None  # release the warm-up's pass over the data (and its loader workers)
         return losses
 
     def report_decoder_step(self) -> float:

@@ -435,6 +435,7 @@ def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> N
     assert any(not torch.equal(a, b) for a, b in zip(f_before, seen["f"]))
     losses = trainer.warm_up_report_decoder()  # 30 more steps, cycling over the 2 batches
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert trainer._report_batches is None  # no extra F steps: the warm-up's pass over the data is released
     with pytest.raises(ValueError, match="report_warmup_iterations"):
         make_trainer(data, report_warmup_iterations=-1)
 
