@@ -99,7 +99,11 @@ def run_variant(
         for batchdata in loader:
             batch = prepare_emixer_batch(batchdata)
             out = decoder.loss(
-                batch["image"], batch["report_tokens"], batch.get("report_num_sentences"), labels=batch["labels"]
+                batch["image"],
+                batch["report_tokens"],
+                batch.get("report_num_sentences"),
+                labels=batch["labels"],
+                labelled=batch.get("labelled"),  # limited-label runs (``--label_fraction 0.3``)
             )
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
