@@ -44,6 +44,7 @@ from monai.engines.utils import default_metric_cmp_fn
 from monai.engines.workflow import Workflow
 from torch.optim import Optimizer
 
+from bundle.diff_augment import DiffAugment
 from bundle.distributed import all_reduce_gradients, all_reduce_mean, broadcast_modules, is_distributed
 from bundle.losses import (
     ADVERSARIAL_LOSSES,
@@ -193,6 +194,10 @@ class EMIXERTrainer(Trainer):
         report_steps_per_iteration: extra teacher-forcing steps of F alone after each GAN iteration, on batches of
             their own (as in the warm-up). One F step costs a fraction of a GAN iteration, and F's reports improve
             with steps long after the images stop needing it. 0 = none.
+        diff_augment: DiffAugment policies (``bundle.diff_augment``: ``"brightness"``, ``"contrast"``,
+            ``"translation"``, ``"cutout"``) applied to every image D_image reads, real and generated, in D's step and
+            in G's (a callable ``images -> images`` is used as given). None or empty: off (the paper's setting).
+            D_joint and F's consistency head read G's images unaugmented.
         gumbel_temperature: temperature of the Gumbel-softmax word sampling of generated reports.
         ema_decay: decay of the exponential moving average of G's weights kept in ``ema_generator`` (updated
             after each generator step; buffers such as BatchNorm statistics are copied); None = no EMA.
@@ -246,6 +251,7 @@ class EMIXERTrainer(Trainer):
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
         report_steps_per_iteration: int = 0,
+        diff_augment: Sequence[str] | Callable[[torch.Tensor], torch.Tensor] | None = None,
         gumbel_temperature: float = 1.0,
         ema_decay: float | None = None,
         ema_start: int = 0,
@@ -316,6 +322,10 @@ class EMIXERTrainer(Trainer):
             raise ValueError(f"f_adversarial_weight={f_adversarial_weight} must be >= 0")
         self.f_adversarial_weight = float(f_adversarial_weight)
         self.text_grad_to_generator = bool(text_grad_to_generator)
+        if diff_augment is None or callable(diff_augment):
+            self.diff_augment = diff_augment
+        else:
+            self.diff_augment = DiffAugment(diff_augment) if len(diff_augment) else None
         self.classification_weight, self.report_label_weight = float(classification_weight), float(report_label_weight)
         self.consistency_weight = float(consistency_weight)
         if self.consistency_weight and getattr(report_decoder, "label_head", None) is None:
@@ -647,6 +657,8 @@ class EMIXERTrainer(Trainer):
         classifier on the labelled reals), one forward pass."""
         b = x_real.shape[0]
         total = x_real.new_zeros(())
+        if self.diff_augment is not None:
+            x_real, x_fake = self.diff_augment(x_real), self.diff_augment(x_fake)
         if self.use_rotation_loss:
             rotated, targets = rotate_batch(x_real)  # rotation-major: the first b are the reals unrotated
             images = torch.cat([rotated, x_fake])
@@ -678,6 +690,8 @@ class EMIXERTrainer(Trainer):
         auxiliary classifier's loss on the fakes against their conditioning labels, when they have labels)."""
         b = x_fake.shape[0]
         total = x_fake.new_zeros((), dtype=torch.float32)
+        if self.diff_augment is not None:
+            x_fake = self.diff_augment(x_fake)
         if self.use_rotation_loss:
             rotated, targets = rotate_batch(x_fake)
             logits, rotation_logits, class_logits = self._image_d_outputs(rotated, y_fake.repeat(4, 1), rotation=True)

@@ -15,6 +15,7 @@ from ignite.engine import Events
 
 from bundle.data.errors import DataError
 from bundle.data.label_fraction import apply_label_fraction
+from bundle.diff_augment import DiffAugment
 from bundle.engines import LOSS_KEYS, EMIXERTrainer, fake_label_indices
 from bundle.losses import classification_loss
 from bundle.networks import Generator, ImageDiscriminator, JointDiscriminator, ReportDecoder, ReportDiscriminator
@@ -417,6 +418,30 @@ def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -
     assert moved[True, False] == {"generator": True, "report_decoder": True}
     assert moved[False, False] == {"generator": False, "report_decoder": True}
     assert moved[False, True]["generator"]
+
+
+def test_diff_augment_transforms_every_image_d_image_reads(batch) -> None:
+    """``diff_augment``: the reals and fakes of D's step and the fakes of G's step reach D_image through the
+    augmentation, each batch separately; a list of policy names builds a ``DiffAugment``, an empty one is off."""
+    seen: list[int] = []
+
+    def marked(x: torch.Tensor) -> torch.Tensor:  # a recognisable "augmentation"
+        seen.append(x.shape[0])
+        return x + 100.0
+
+    trainer = make_trainer([batch], use_rotation_loss=False, n_critic=1, diff_augment=marked)
+    inputs = capture_image_d_inputs(trainer)
+    trainer.run()
+    b = batch["image"].shape[0]
+    assert seen == [b, b, b]  # D step: reals, fakes; G step: fakes
+    assert len(inputs) == 2 and all(bool((images > 50).all()) for images, _ in inputs)
+    policies = make_trainer([batch], diff_augment=["translation", "cutout"])
+    assert isinstance(policies.diff_augment, DiffAugment) and policies.diff_augment.policy == ["translation", "cutout"]
+    policies.run()
+    assert np.isfinite(policies.state.output["d_image"])
+    assert make_trainer([batch], diff_augment=[]).diff_augment is None
+    with pytest.raises(ValueError, match="'flip'"):
+        make_trainer([batch], diff_augment=["flip"])
 
 
 def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> None:
