@@ -439,10 +439,17 @@ def command_line(arguments: Mapping[str, Any]) -> str:
     at any depth, would come back as strings)."""
     parts = ["python", "scripts/reproduce_embedded.py"]
     for name, value in arguments.items():
-        parts.append(
-            f"--{name} {shlex.quote(value)}" if isinstance(value, str) else f"--{name}={shlex.quote(repr(value))}"
-        )
+        parts.append(f"--{name} {shlex.quote(value)}" if isinstance(value, str) else f"--{name}={_literal(value)}")
     return " ".join(parts)
+
+
+def _literal(value: Any) -> str:
+    """``repr(value)`` as one shell word: bare when it needs no quoting, else in double quotes when nothing in it is
+    special there (``--seeds="{'full': [0, 1]}"``), else single-quoted."""
+    text = repr(value)
+    if shlex.quote(text) == text:
+        return text
+    return f'"{text}"' if not set(text) & set('"$`\\!') else shlex.quote(text)
 
 
 def write_results(

@@ -173,6 +173,10 @@ def test_command_line_round_trips_through_fire() -> None:
         "train_minutes": 30,
         "flag#on": False,
         "classifier_overrides": {"amp": False, "pretrained": None},
+        "settings": ["full", "sm_gan"],
+        "note": {"quote": 'say "hi"', "dollar": "$HOME"},
     }
-    parsed = fire.Fire(lambda **kw: kw, command=command_line(arguments).split(" ", 2)[2], name="reproduce")
+    command = command_line(arguments)
+    parsed = fire.Fire(lambda **kw: kw, command=command.split(" ", 2)[2], name="reproduce")
     assert parsed == arguments
+    assert "--settings=\"['full', 'sm_gan']\"" in command and "--train_minutes=30 " in command  # readable
