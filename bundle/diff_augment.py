@@ -64,24 +64,31 @@ def _cutout(x: torch.Tensor, ratio: float) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
+def _policy_names(policy: str | Sequence[str]) -> list[str]:
+    """``policy`` as a list of names (one name may be given alone); an unknown name is a ``ValueError``."""
+    names = [policy] if isinstance(policy, str) else list(policy)
+    unknown = [name for name in names if name not in DIFF_AUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown DiffAugment policies {unknown}; choose from {list(DIFF_AUGMENT_POLICIES)}")
+    return names
+
+
 def diff_augment(
     x: torch.Tensor,
-    policy: Sequence[str] = DIFF_AUGMENT_POLICIES,
+    policy: str | Sequence[str] = DIFF_AUGMENT_POLICIES,
     translation_ratio: float = 0.125,
     cutout_ratio: float = 0.5,
 ) -> torch.Tensor:
     """``x`` ``[B, C, H, W]`` with the transforms of ``policy`` applied, each image with its own random draw."""
-    for name in policy:
+    for name in _policy_names(policy):
         if name == "brightness":
             x = _brightness(x)
         elif name == "contrast":
             x = _contrast(x)
         elif name == "translation":
             x = _translation(x, translation_ratio)
-        elif name == "cutout":
-            x = _cutout(x, cutout_ratio)
         else:
-            raise ValueError(f"unknown DiffAugment policy {name!r}; choose from {list(DIFF_AUGMENT_POLICIES)}")
+            x = _cutout(x, cutout_ratio)
     return x
 
 
@@ -91,19 +98,16 @@ class DiffAugment:
 
     def __init__(
         self,
-        policy: Sequence[str] = DIFF_AUGMENT_POLICIES,
+        policy: str | Sequence[str] = DIFF_AUGMENT_POLICIES,
         translation_ratio: float = 0.125,
         cutout_ratio: float = 0.5,
     ) -> None:
-        policy = [policy] if isinstance(policy, str) else list(policy)
-        unknown = [name for name in policy if name not in DIFF_AUGMENT_POLICIES]
-        if unknown:
-            raise ValueError(f"unknown DiffAugment policies {unknown}; choose from {list(DIFF_AUGMENT_POLICIES)}")
         if not 0.0 <= translation_ratio < 0.5 or not 0.0 < cutout_ratio <= 1.0:
             raise ValueError(
                 f"translation_ratio={translation_ratio} must be in [0, 0.5) and cutout_ratio={cutout_ratio} in (0, 1]"
             )
-        self.policy, self.translation_ratio, self.cutout_ratio = policy, translation_ratio, cutout_ratio
+        self.policy = _policy_names(policy)
+        self.translation_ratio, self.cutout_ratio = translation_ratio, cutout_ratio
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.policy, self.translation_ratio, self.cutout_ratio)
