@@ -7,7 +7,10 @@ configs/inference.json builds, in MONAI's inference layout:
   training label distribution: the default, so a synthetic set keeps the real co-occurrence of findings);
 * ``evaluator``: :class:`EMIXERSampler`, a ``monai.engines.Evaluator`` whose iteration draws each sample's latent
   from its own seed (so the output does not depend on the batch size, and an interrupted run resumes exactly), runs
-  the generator through the ``inferer`` and greedy-decodes the report with the report decoder;
+  the generator through the ``inferer`` and greedy-decodes the report with the report decoder from the generated
+  image alone (``report_source="image"``, the default), or, for a ``label_conditioned`` decoder, from the
+  conditioning labels (``report_source="labels"``: label-conditioned writing, whose reports restate the labels they
+  are then scored against);
 * ``handlers``: :class:`PairedOutputSaver` hands every batch to :class:`bundle.writers.PairedDatasetWriter`
   (images, reports, manifest, datalist, contact sheet).
 
@@ -47,12 +50,16 @@ __all__ = [
     "load_network_weights",
     "load_inference_weights",
     "decode_report_tokens",
+    "REPORT_SOURCES",
+    "check_report_source",
     "EMIXERSampler",
     "PairedOutputSaver",
 ]
 
 #: Sample seeds are ``seed * SEED_STRIDE + sample_index``: distinct for runs with different seeds.
 SEED_STRIDE = 1_000_003
+#: What the report decoder writes a generated image's report from: the image alone, or the conditioning labels.
+REPORT_SOURCES: tuple[str, ...] = ("image", "labels")
 
 
 # ------------------------------------------------------------------------------------------------ conditioning
@@ -218,9 +225,26 @@ def decode_report_tokens(tokenizer: Any, tokens: torch.Tensor, num_sentences: to
 
 
 # ------------------------------------------------------------------------------------------------ engine
+def check_report_source(report_source: str, report_decoder: nn.Module) -> str:
+    """``report_source`` checked against :data:`REPORT_SOURCES` and the decoder: ``"labels"`` needs a
+    ``label_conditioned`` decoder, since any other decoder ignores the labels it is given."""
+    if report_source not in REPORT_SOURCES:
+        raise ValueError(f"report_source={report_source!r} is not one of {list(REPORT_SOURCES)}")
+    if report_source == "labels" and not getattr(report_decoder, "label_conditioned", False):
+        raise ValueError(
+            "report_source='labels' needs a label_conditioned report decoder (label_conditioned_reports: true); "
+            "this one reads only the image: use report_source='image'"
+        )
+    return report_source
+
+
 class EMIXERSampler(Evaluator):
-    """Draws paired samples: ``G(z_seed, y)`` through the inferer, then F's greedy report for the image (written
-    from ``y`` by a ``label_conditioned`` F).
+    """Draws paired samples: ``G(z_seed, y)`` through the inferer, then F's greedy report for the image.
+
+    ``report_source`` says what F reads: ``"image"`` (default) the generated image alone, so the report is the
+    image's (a ``label_conditioned`` F reads its own label head's predictions from the image); ``"labels"`` the
+    image and the conditioning labels ``y`` (only a ``label_conditioned`` F), so the report states ``y``'s findings
+    whatever the image shows.
 
     Each batch of conditioning items ``{"sample_index", "seed", "labels"}`` becomes ``engine.state.output``:
     ``images`` in [0, 1] ``[B, C, H, W]`` (CPU), ``report_tokens [B, S, W]``, ``report_num_sentences [B]``,
@@ -232,6 +256,7 @@ class EMIXERSampler(Evaluator):
         generator / report_decoder: the trained networks (moved to ``device`` beforehand).
         inferer: calls the generator as ``inferer(z, generator, labels)``; SimpleInferer by default.
         truncation: BigGAN truncation of z (None = plain N(0, 1)).
+        report_source: ``"image"`` or ``"labels"`` (see above; :func:`check_report_source`).
         amp: autocast on CUDA.
         other args: as ``monai.engines.Evaluator``.
     """
@@ -244,6 +269,7 @@ class EMIXERSampler(Evaluator):
         report_decoder: nn.Module,
         inferer: Inferer | None = None,
         truncation: float | None = None,
+        report_source: str = "image",
         epoch_length: int | None = None,
         val_handlers: Sequence | None = None,
         amp: bool = False,
@@ -262,6 +288,7 @@ class EMIXERSampler(Evaluator):
         self.generator, self.report_decoder = generator, report_decoder
         self.inferer = SimpleInferer() if inferer is None else inferer
         self.truncation = truncation
+        self.report_source = check_report_source(report_source, report_decoder)
         self.latent_dim = int(generator.latent_dim)
 
     def _iteration(self, engine: Engine, batchdata: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
@@ -278,7 +305,8 @@ class EMIXERSampler(Evaluator):
             )
             with autocast:
                 images = self.inferer(z, self.generator, labels.to(device)).float()
-                decoded = self.report_decoder.greedy_decode(images, labels.to(device))
+                given = labels.to(device) if self.report_source == "labels" else None
+                decoded = self.report_decoder.greedy_decode(images, given)
         return {
             "images": ((images.clamp(-1, 1) + 1) / 2).cpu(),
             "report_tokens": decoded["tokens"].cpu(),

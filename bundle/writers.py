@@ -409,6 +409,9 @@ class PairedDatasetWriter:
         sections: the report sections the generated text stands for (the training datalist's ``sections``).
         modality: DICOM Modality (``OT`` by default, see the module docs).
         max_index_rows: ``index.html`` shows at most this many samples.
+        report_source: what the reports were written from (``"image"`` or ``"labels"``, see
+            :class:`bundle.inference.EMIXERSampler`); stored at the top of ``datalist.json`` so an evaluation can say
+            which reports it scores. None: not recorded.
 
     ``write_batch`` appends one JSON line per sample to ``progress.jsonl`` (flushed and fsynced per batch) after
     its files are written, so that file is the record of what is complete; ``finalize`` builds
@@ -432,6 +435,7 @@ class PairedDatasetWriter:
         sections: Sequence[str] = ("findings", "impression"),
         modality: str = "OT",
         max_index_rows: int = 1000,
+        report_source: str | None = None,
     ) -> None:
         if overwrite and resume:
             raise ValueError("pass overwrite=True or resume=True, not both")
@@ -445,6 +449,7 @@ class PairedDatasetWriter:
         self.sections = [str(s).lower() for s in sections]
         self.modality = modality
         self.max_index_rows = int(max_index_rows)
+        self.report_source = report_source
         if labeler is None:
             from bundle.data.labeler import label_report as labeler
         self.labeler = labeler
@@ -728,6 +733,7 @@ class PairedDatasetWriter:
             "sections": list(self.sections),
             "output_format": self.output_format,
             "bit_depth": self.bit_depth,
+            **({"report_source": self.report_source} if self.report_source is not None else {}),
             **({"generation": dict(metadata)} if metadata else {}),
             "training": items,
             "validation": [],

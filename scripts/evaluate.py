@@ -11,6 +11,9 @@ Examples::
         --out eval/decoder
     python scripts/evaluate.py decode --checkpoint output/demo/models/checkpoint_final.pt --real data/embedded \
         --out eval/decoder --config_file "['configs/train.json','configs/demo.json']" --max_items 500
+    python scripts/evaluate.py decode --checkpoint output/demo/models/checkpoint_final.pt \
+        --images output/demo/generated/manifest.csv --out eval/generated_reports \
+        --config_file "['configs/train.json','configs/demo.json']"
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --meteor False
     python scripts/evaluate.py reports --references refs.jsonl --hypotheses hyps.jsonl --out eval/ --clinical True
@@ -29,7 +32,11 @@ overrides the model was trained with, e.g. ``--image_size 64``), its weights com
 ``checkpoint_*.pt`` or a released ``models/model.pt``), and it greedy-decodes one report per real test image,
 preprocessed as in training. It writes ``<out>/hypotheses.jsonl`` and ``<out>/references.jsonl`` (the input of
 ``reports``) and ``<out>/metrics.json``: BLEU-1..4, CIDEr, ROUGE-L, METEOR, clinical efficacy (generated vs real
-reports) and label F1 (generated reports vs the images' labels), and prints them.
+reports) and label F1 (generated reports vs the images' labels), and prints them. ``decode --images`` instead
+decodes any images, with no references and no scores (:func:`bundle.evaluation.decode.decode_images`): a folder of
+PNG / JPEG / DICOM / NIfTI files (ids: the paths relative to the folder without the file ending), a
+``manifest.csv`` of generated data (ids: its ``id`` column) or a datalist .json (all splits, or ``--split``). F reads
+each image alone and ``<out>/hypotheses.jsonl`` gets one ``{"id": ..., "report": ...}`` line per image.
 
 ``reports`` scores generated reports (``--hypotheses``) against the real reports of the same studies
 (``--references``): both JSONL files hold one ``{"id": ..., "report": ...}`` object per line and the same ids.
@@ -55,7 +62,7 @@ if str(REPO_ROOT) not in sys.path[:1]:
 
 from bundle.data.errors import DataError  # noqa: E402
 from bundle.evaluation.clinical import clinical_efficacy  # noqa: E402
-from bundle.evaluation.decode import evaluate_decoder  # noqa: E402
+from bundle.evaluation.decode import HYPOTHESES, decode_images, evaluate_decoder  # noqa: E402
 from bundle.evaluation.suite import evaluate, write_json  # noqa: E402
 from bundle.evaluation.text_metrics import read_reports_jsonl, report_metrics  # noqa: E402
 
@@ -108,10 +115,11 @@ def print_decoder(metrics: Mapping[str, Any]) -> None:
 
 def decode(
     checkpoint: str,
-    real: str,
-    out: str,
+    real: str | None = None,
+    out: str | None = None,
+    images: str | None = None,
     config_file: str | Sequence[str] | None = None,
-    split: str = "test",
+    split: str | None = None,
     max_items: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
@@ -120,29 +128,33 @@ def decode(
     seed: int = 0,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Decode the real test images with the trained report decoder F and score its reports; print the metrics.
+    """Decode the real test images with the trained report decoder F and score its reports; print the metrics. With
+    ``--images`` instead of ``--real``: decode those images and write their reports only.
 
     Args:
         checkpoint: EMIXER checkpoint, a training ``checkpoint_*.pt`` or a released ``models/model.pt``.
         real: real dataset folder (datalist.json, tokenizer.json) or its datalist file.
-        out: output folder (hypotheses.jsonl, references.jsonl, metrics.json).
+        out: output folder (hypotheses.jsonl, and with ``--real`` references.jsonl, metrics.json); required.
+        images: a folder of images, a generated ``manifest.csv`` or a datalist .json (``decode.decode_images``).
         config_file: the config files F was trained with, e.g. "['configs/train.json','configs/demo.json']".
-        split / max_items / batch_size / device / meteor / skip_bad / seed: see ``decode.evaluate_decoder``.
+        split: the datalist split (with ``--real``: ``test`` by default; with ``--images``: all splits by default).
+        max_items / batch_size / device / meteor / skip_bad / seed: see ``decode.evaluate_decoder``.
         overrides: training config values the model was trained with, e.g. ``--image_size 64``.
     """
+    if (real is None) == (images is None):
+        raise ValueError("decode needs one of --real (score the real test split) or --images (reports only)")
+    if out is None:
+        raise ValueError("decode needs --out, the output folder")
+    common = {"max_items": max_items, "batch_size": batch_size, "device": device, "skip_bad": skip_bad, "seed": seed}
+    if images is not None:
+        decoded = decode_images(images, checkpoint, config_file, out, split, **common, **overrides)
+        print(f"{len(decoded)} reports decoded from the images of {decoded.source} -> {Path(out) / HYPOTHESES}")
+        if decoded.skipped.get("skipped"):
+            print(f"skipped {decoded.skipped['skipped']}: {decoded.skipped['reasons']}")
+        return {"num_reports": len(decoded), "source": decoded.source, "skipped": decoded.skipped}
+    split = split or "test"
     metrics = evaluate_decoder(
-        checkpoint,
-        real,
-        out,
-        config_file=config_file,
-        split=split,
-        max_items=max_items,
-        batch_size=batch_size,
-        device=device,
-        meteor=meteor,
-        skip_bad=skip_bad,
-        seed=seed,
-        **overrides,
+        checkpoint, real, out, config_file=config_file, split=split, meteor=meteor, **common, **overrides
     )
     print(f"{metrics['settings']['num_reports']} {split} reports decoded -> {Path(out) / 'hypotheses.jsonl'}")
     print_decoder(metrics)

@@ -253,3 +253,185 @@ def test_run_with_a_checkpoint_adds_the_decoder_block(
     section = report.split("### Report decoder F on real test images", 1)[1]
     assert f"| {block['BLEU-1']:.4g} |" in section and "clinical efficacy" in section and "label F1" in section
     assert "scripts/evaluate.py decode" in metrics["reports"]["text_metrics"]["skipped"]
+
+
+# ------------------------------------------------------------------------------------------------ decode --images
+def _by_hand(checkpoint: Path, dataset_dir: Path, items: list[dict]) -> list[str]:
+    """F's greedy reports, decoded here, for ``items`` (``image`` paths, with ``report`` and ``labels``) through the
+    training preprocessing; F built and loaded without the module under test."""
+    parser = _parser(dataset_dir)
+    preprocessing = parser.get_parsed_content("train#preprocessing")
+    images = torch.stack([torch.as_tensor(preprocessing(dict(i))["image"]).as_subclass(torch.Tensor) for i in items])
+    decoder = parser.get_parsed_content("report_decoder_def", lazy=False)
+    decoder.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["report_decoder"])
+    assert decoder.label_conditioned  # the demo preset: without labels it reads its own head from the image
+    out = decoder.eval().greedy_decode(images.float())
+    tokenizer = parser.get_parsed_content("tokenizer")
+    return [tokenizer.decode(t, int(n)) for t, n in zip(out["tokens"], out["num_sentences"])]
+
+
+@pytest.fixture(scope="module")
+def image_folder(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """Three test-split PNGs copied into a folder (one in a subfolder) beside a text file; ``{id: datalist item}``."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("pngs")
+    (folder / "sub").mkdir()
+    test = read_datalist(dataset_dir).splits["test"][:3]
+    expected = {}
+    for name, item in zip(("b_first", "a_second", "sub/c_third"), test):
+        shutil.copy(item["image"], folder / f"{name}.png")
+        expected[name] = item
+    (folder / "notes.txt").write_text("not an image")
+    return folder, expected
+
+
+def test_decode_images_of_a_folder(checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path) -> None:
+    from bundle.evaluation.decode import decode_images
+
+    folder, expected = image_folder
+    out = tmp_path / "out"
+    result = decode_images(folder, checkpoint, TRAIN_CONFIGS, out, dataset_dir=str(dataset_dir), **TINY)
+    written = read_reports_jsonl(out / "hypotheses.jsonl")
+    assert list(written) == ["a_second", "b_first", "sub/c_third"]  # path order, ids without the ending
+    assert written == result.hypotheses and len((out / "hypotheses.jsonl").read_text().splitlines()) == 3
+    by_hand = _by_hand(checkpoint, dataset_dir, list(expected.values()))
+    assert {key: written[key] for key in expected} == dict(zip(expected, by_hand))
+    assert sorted(p.name for p in out.iterdir()) == ["hypotheses.jsonl"]
+
+
+def _generated(dataset_dir: Path, out_dir: Path) -> tuple[Path, list[dict]]:
+    """A generated-data folder written by the paired writer from the real test images; its folder and test items."""
+    from bundle.transforms import read_cxr
+    from bundle.writers import PairedDatasetWriter
+
+    data = read_datalist(dataset_dir)
+    test = data.splits["test"]
+    writer = PairedDatasetWriter(out_dir, data.class_names, report_source="image")
+    index = list(range(len(test)))
+    images = np.stack([read_cxr(i["image"])[0] for i in test])[:, None]
+    writer.write_batch(images, [i["report"] for i in test], np.asarray([i["labels"] for i in test]), index, index)
+    writer.finalize()
+    return out_dir, test
+
+
+def test_decode_images_of_a_manifest_and_a_datalist(checkpoint: Path, dataset_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from bundle.evaluation.decode import decode_images
+
+    generated, test = _generated(dataset_dir, tmp_path / "generated")
+    with (generated / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    options = {"dataset_dir": str(dataset_dir), **TINY}
+    result = decode_images(generated / "manifest.csv", checkpoint, TRAIN_CONFIGS, tmp_path / "m", **options)
+    assert list(result.hypotheses) == [row["id"] for row in rows] == [f"syn_{i:06d}" for i in range(len(test))]
+    assert read_reports_jsonl(tmp_path / "m" / "hypotheses.jsonl") == result.hypotheses
+    items = [{**item, "image": str(generated / row["image"])} for item, row in zip(test, rows)]
+    assert list(result.hypotheses.values()) == _by_hand(checkpoint, dataset_dir, items)
+
+    # The generated datalist: the same ids (its items' own) and reports.
+    assert decode_images(generated / "datalist.json", checkpoint, TRAIN_CONFIGS, **options).hypotheses == (
+        result.hypotheses
+    )
+
+
+def test_decode_images_of_a_datalist_split_is_decode_of_that_split(
+    checkpoint: Path, dataset_dir: Path, decoded: dict
+) -> None:
+    """A real datalist's test split gives the study ids and reports of ``decode --real``; all splits give every item."""
+    from bundle.evaluation.decode import decode_images
+
+    options = {"dataset_dir": str(dataset_dir), **TINY}
+    datalist = dataset_dir / "datalist.json"
+    test = decode_images(datalist, checkpoint, TRAIN_CONFIGS, split="test", **options)
+    assert test.hypotheses == read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")
+    every = decode_images(datalist, checkpoint, TRAIN_CONFIGS, **options)
+    data = read_datalist(dataset_dir)
+    assert list(every.hypotheses) == [item["study"] for item in data.items()]
+    assert all(every.hypotheses[key] == text for key, text in test.hypotheses.items())
+
+
+def test_decode_images_with_a_released_model_reads_the_files_beside_it(
+    checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path
+) -> None:
+    """No dataset at the configured place: the tokenizer and class names come from beside a released model.pt."""
+    import shutil
+
+    from bundle.evaluation.decode import decode_images
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save({"generator": state["ema_generator"], "report_decoder": state["report_decoder"]}, models / "model.pt")
+    options = {"dataset_dir": str(tmp_path / "no_dataset"), **TINY}
+    with pytest.raises(DataError, match=r"no_dataset/tokenizer\.json"):
+        decode_images(image_folder[0], models / "model.pt", TRAIN_CONFIGS, **options)
+    shutil.copy(dataset_dir / "tokenizer.json", models / "tokenizer.json")
+    names = read_datalist(dataset_dir).class_names
+    (models / "training_labels.json").write_text(json.dumps({"class_names": names, "training": []}))
+    released = decode_images(image_folder[0], models / "model.pt", TRAIN_CONFIGS, **options)
+    from_dataset = decode_images(image_folder[0], checkpoint, TRAIN_CONFIGS, dataset_dir=str(dataset_dir), **TINY)
+    assert released.hypotheses == from_dataset.hypotheses
+
+
+def test_decode_images_names_bad_input(
+    checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path
+) -> None:
+    import shutil
+
+    from bundle.evaluation.decode import decode_images
+
+    options = {"dataset_dir": str(dataset_dir), **TINY}
+    folder = tmp_path / "folder"
+    shutil.copytree(image_folder[0], folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=r"broken\.png: "):
+        decode_images(folder, checkpoint, TRAIN_CONFIGS, **options)
+    result = decode_images(folder, checkpoint, TRAIN_CONFIGS, skip_bad=True, **options)
+    assert sorted(result.hypotheses) == ["a_second", "b_first", "sub/c_third"] and result.skipped["skipped"] == 1
+
+    shutil.copy(folder / "a_second.png", folder / "a_second.jpg")
+    with pytest.raises(DataError, match=r"a_second\.png: repeated id: 'a_second' is also the id of a_second\.jpg"):
+        decode_images(folder, checkpoint, TRAIN_CONFIGS, skip_bad=False, **options)
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"id,image\nx,{image_folder[0] / 'b_first.png'}\ny,absent.png\n")
+    with pytest.raises(DataError, match=r"absent\.png: missing image file"):
+        decode_images(manifest, checkpoint, TRAIN_CONFIGS, **options)
+    manifest.write_text("id,image\nx,b_first.png\n,a_second.png\n")
+    with pytest.raises(DataError, match=r"manifest\.csv: bad row: line 3: no id"):
+        decode_images(manifest, checkpoint, TRAIN_CONFIGS, **options)
+    manifest.write_text("name,image\nx,b_first.png\n")
+    with pytest.raises(DataError, match=r"manifest\.csv: missing column\(s\) \['id'\]"):
+        decode_images(manifest, checkpoint, TRAIN_CONFIGS, **options)
+    with pytest.raises(ValueError, match="applies to a datalist"):
+        decode_images(image_folder[0], checkpoint, TRAIN_CONFIGS, split="test", **options)
+    with pytest.raises(DataError, match=r"nowhere: missing"):
+        decode_images(tmp_path / "nowhere", checkpoint, TRAIN_CONFIGS, **options)
+
+
+def test_decode_command_with_images_writes_the_hypotheses(
+    checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from bundle.evaluation.decode import decode_images
+    from scripts.evaluate import main
+
+    generated, test = _generated(dataset_dir, tmp_path / "generated")
+    out = tmp_path / "cli"
+    configs = "[" + ",".join(repr(f) for f in TRAIN_CONFIGS) + "]"
+    args = ["decode", "--checkpoint", str(checkpoint), "--images", str(generated / "manifest.csv"), "--out", str(out)]
+    args += ["--config_file", configs, f"--dataset_dir={dataset_dir}"]
+    args += [f"--{key}={value}" for key, value in TINY.items()]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hypotheses.jsonl"]
+    written = read_reports_jsonl(out / "hypotheses.jsonl")
+    assert len(written) == len(test)
+    expected = decode_images(
+        generated / "manifest.csv", checkpoint, TRAIN_CONFIGS, dataset_dir=str(dataset_dir), **TINY
+    )
+    assert written == expected.hypotheses
+    assert f"{len(test)} reports decoded" in capsys.readouterr().out
+
+    args = ["decode", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "none.csv"), "--out", str(out)]
+    assert main(args) == 2 and "none.csv: missing" in capsys.readouterr().err

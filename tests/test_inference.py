@@ -1,18 +1,29 @@
-"""Bundle inference (configs/inference.json): conditioning choices, per-sample seeds, paired output that loads
-back as a training source, byte-identical reruns, no overwrite, resume, and clear errors."""
+"""Bundle inference (configs/inference.json): conditioning choices, per-sample seeds, what F writes the report from
+(``report_source``), paired output that loads back as a training source, byte-identical reruns, no overwrite, resume,
+and clear errors."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import DataLoader
 
 from bundle.data.errors import DataError
-from bundle.inference import SEED_STRIDE, conditioning_items, sample_latents, training_label_rows
+from bundle.inference import (
+    SEED_STRIDE,
+    EMIXERSampler,
+    conditioning_items,
+    sample_latents,
+    training_label_rows,
+)
+from bundle.networks import Generator, ReportDecoder
 from tests.tiny import CONFIG_DIR, TINY
 
 CLASSES = ["No Finding", "Cardiomegaly", "Edema"]
@@ -63,6 +74,119 @@ def test_a_latent_depends_on_its_seed_alone() -> None:
     assert not torch.equal(together[0], together[1])
     truncated = sample_latents(range(50), 20, truncation=0.5)
     assert truncated.abs().max() <= 0.5 and truncated.std() > 0.2
+
+
+# ------------------------------------------------------------------------------------------------ report source
+LATENT, SIZE = 8, 32
+
+
+def _decoder(label_conditioned: bool = True, seed: int = 0) -> ReportDecoder:
+    """A tiny F with a label head and large random weights (std 0.7), so its greedy reports change with the labels
+    it reads (checked where it matters)."""
+    torch.manual_seed(seed)
+    sizes = {"encoder_features": 16, "embed_dim": 16, "sentence_hidden": 16, "topic_dim": 16, "word_hidden": 16}
+    f = ReportDecoder(
+        30,
+        max_sentences=3,
+        max_words=6,
+        in_channels=1,
+        encoder="small",
+        num_classes=len(CLASSES),
+        topic_every_step=True,
+        label_conditioned=label_conditioned,
+        **sizes,
+    )
+    with torch.no_grad():
+        for module in f.modules():
+            if isinstance(module, (nn.Linear, nn.LSTM, nn.LSTMCell, nn.Embedding)):
+                for p in module.parameters():
+                    p.normal_(0.0, 0.7)
+    return f.eval()
+
+
+class FixedImage(nn.Module):
+    """Test fixture standing in for G where the property needs one image for every label set: it ignores ``z`` and
+    the labels and returns ``image`` for each sample."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.latent_dim = LATENT
+        self.register_buffer("image", image)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.image.expand(z.shape[0], -1, -1, -1)
+
+
+def _sample(generator: nn.Module, decoder: nn.Module, label_sets: list, report_source: str, seed: int = 0) -> dict:
+    """One sampler run over ``label_sets`` (one sample each, one batch); the sampler's output."""
+    items = conditioning_items(label_sets, 1, CLASSES, seed=seed)
+    sampler = EMIXERSampler(
+        "cpu", DataLoader(items, batch_size=len(items)), generator, decoder, None, None, report_source=report_source
+    )
+    sampler.run()
+    return sampler.state.output
+
+
+def _reports(output: dict) -> list[tuple]:
+    """Each sample's report as (token ids, sentence count)."""
+    return [
+        (tuple(t.flatten().tolist()), int(n)) for t, n in zip(output["report_tokens"], output["report_num_sentences"])
+    ]
+
+
+ALL_LABEL_SETS = [list(combo) for combo in itertools.product([0, 1], repeat=len(CLASSES))]
+
+
+def test_a_report_from_the_image_is_the_same_whatever_labels_were_requested() -> None:
+    image = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    generator, decoder = FixedImage(image), _decoder(label_conditioned=True)
+    from_image = _reports(_sample(generator, decoder, ALL_LABEL_SETS, "image"))
+    assert len(set(from_image)) == 1  # one image, one report, whatever the 8 label sets
+    alone = decoder.greedy_decode(image)  # F reading its own head's predictions from the image
+    assert from_image[0] == (tuple(alone["tokens"].flatten().tolist()), int(alone["num_sentences"]))
+    # The same F and image written from the labels: the reports follow the label sets.
+    from_labels = _reports(_sample(generator, decoder, ALL_LABEL_SETS, "labels"))
+    assert len(set(from_labels)) > 1
+    for labels, report in zip(ALL_LABEL_SETS, from_labels):
+        given = decoder.greedy_decode(image, torch.tensor([labels], dtype=torch.float32))
+        assert report == (tuple(given["tokens"].flatten().tolist()), int(given["num_sentences"]))
+
+
+def test_what_f_is_given_with_the_real_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the real (tiny) G: ``labels`` hands F the requested labels, so other labels reach F; ``image`` hands F
+    no labels at all."""
+    torch.manual_seed(0)
+    generator = Generator(LATENT, len(CLASSES), 8, SIZE, out_channels=1, base_channels=4, attention_resolution=None)
+    generator.eval()
+    decoder = _decoder(label_conditioned=True)
+    given: list[torch.Tensor | None] = []
+    original = decoder.greedy_decode
+
+    def spy(images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        given.append(None if labels is None else labels.clone())
+        return original(images, labels)
+
+    monkeypatch.setattr(decoder, "greedy_decode", spy)
+    first, second = [[1, 0, 0], [0, 1, 0]], [[0, 1, 1], [0, 0, 1]]
+    outputs = [_sample(generator, decoder, sets, "labels") for sets in (first, second)]
+    assert [g.tolist() for g in given] == [first, second]
+    assert not torch.equal(given[0], given[1])
+    assert [o["labels"].tolist() for o in outputs] == [first, second]
+
+    given.clear()
+    for sets in (first, second):
+        _sample(generator, decoder, sets, "image")
+    assert given == [None, None]
+
+
+def test_report_source_is_checked() -> None:
+    generator = FixedImage(torch.zeros(1, 1, SIZE, SIZE))
+    with pytest.raises(ValueError, match=r"report_source='labels' needs a label_conditioned report decoder"):
+        _sample(generator, _decoder(label_conditioned=False), [[1, 0, 0]], "labels")
+    with pytest.raises(ValueError, match=r"report_source='text' is not one of \['image', 'labels'\]"):
+        _sample(generator, _decoder(), [[1, 0, 0]], "text")
+    # A decoder without label conditioning writes from the image, as by default.
+    assert len(_sample(generator, _decoder(label_conditioned=False), [[1, 0, 0]], "image")["seeds"]) == 1
 
 
 # ------------------------------------------------------------------------------------------------ the workflow
@@ -120,6 +244,43 @@ def test_inference_writes_pairs_that_load_back_as_a_training_source(
     loaded = {Path(item["image"]).name: item["labels"] for s in ("training", "validation", "test") for item in again[s]}
     for item in datalist["training"]:
         assert loaded[Path(item["image"]).name] == item["labels"]
+
+
+def test_report_source_through_the_bundle(
+    dataset_dir: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo preset's F is label_conditioned. By default it is given no labels (it reads its own head from the
+    image); ``report_source: labels`` hands it the conditioning labels; the generated datalist.json says which."""
+    given: list[torch.Tensor | None] = []
+    original = ReportDecoder.greedy_decode
+
+    def spy(self: ReportDecoder, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        given.append(None if labels is None else labels.detach().cpu().clone())
+        return original(self, images, labels)
+
+    monkeypatch.setattr(ReportDecoder, "greedy_decode", spy)
+    common = {"num_samples": 1, "labels": "per_class"}
+    flow = infer(dataset_dir, trained, generated_dir=str(tmp_path / "image"), **common)
+    assert flow.parser["label_conditioned_reports"] is True and flow.parser["report_source"] == "image"
+    datalist = json.loads((tmp_path / "image" / "datalist.json").read_text())
+    assert datalist["report_source"] == "image"
+    assert given and all(labels is None for labels in given)
+    assert all(item["report"].strip() for item in datalist["training"])
+
+    given.clear()
+    infer(dataset_dir, trained, generated_dir=str(tmp_path / "labels"), report_source="labels", **common)
+    datalist = json.loads((tmp_path / "labels" / "datalist.json").read_text())
+    assert datalist["report_source"] == "labels"
+    assert torch.cat(given).tolist() == [item["labels"] for item in datalist["training"]]
+
+    plain = tmp_path / "plain"
+    with pytest.raises(Exception) as error:
+        infer(dataset_dir, trained, generated_dir=str(plain), report_source="labels", label_conditioned_reports=False)
+    assert "report_source='labels' needs a label_conditioned report decoder" in causes(error.value)
+    assert not plain.exists()  # refused before the writer made the output folder
+    with pytest.raises(Exception) as error:
+        infer(dataset_dir, trained, generated_dir=str(plain), report_source="text")
+    assert "report_source='text' is not one of ['image', 'labels']" in causes(error.value)
 
 
 def pixel_gap(first: bytes, second: bytes) -> int:

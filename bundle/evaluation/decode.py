@@ -15,10 +15,15 @@ those reports against the real ones:
 and writes ``hypotheses.jsonl`` / ``references.jsonl`` (``{"id", "report"}`` lines, the input of
 ``scripts/evaluate.py reports``) and ``metrics.json``. A training checkpoint does not store its config: pass the
 config files and overrides the model was trained with (e.g. ``configs/train.json`` + ``configs/demo.json``).
+
+:func:`decode_images` writes F's reports for any images without references: a folder of image files, a
+``manifest.csv`` of the generated-data writer or a datalist (e.g. a generated set, to score reports written from
+the generated image alone). F reads the image only, as for the real test split.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -33,6 +38,7 @@ import torch
 
 from bundle.data.errors import DataError, SkipCounter
 from bundle.inference import decode_report_tokens, load_network_weights, read_checkpoint
+from bundle.transforms import IMAGE_SUFFIXES
 
 from .clinical import clinical_efficacy, label_f1
 from .suite import (
@@ -48,7 +54,16 @@ from .suite import (
 )
 from .text_metrics import report_metrics
 
-__all__ = ["DEFAULT_DECODER_CONFIGS", "DecodedReports", "decode_reports", "decoder_configs", "evaluate_decoder"]
+__all__ = [
+    "DEFAULT_DECODER_CONFIGS",
+    "DecodedImages",
+    "DecodedReports",
+    "decode_images",
+    "decode_reports",
+    "decoder_configs",
+    "evaluate_decoder",
+    "image_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +72,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DECODER_CONFIGS: tuple[str, ...] = (str(REPO_ROOT / "configs" / "train.json"),)
 #: Where F's weights are in a training checkpoint and in a released ``model.pt``.
 DECODER_KEYS: tuple[str, ...] = ("report_decoder",)
+#: The columns :func:`decode_images` needs in a manifest (the generated-data writer's ``id`` and ``image``).
+MANIFEST_COLUMNS: tuple[str, ...] = ("id", "image")
+#: Where :func:`decode_images` writes its reports.
+HYPOTHESES = "hypotheses.jsonl"
 
 
 @dataclass
@@ -69,6 +88,20 @@ class DecodedReports:
     labels: np.ndarray
     class_names: list[str]
     split: str
+    checkpoint: str
+    config_files: list[str]
+    skipped: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hypotheses)
+
+
+@dataclass
+class DecodedImages:
+    """F's greedy reports, ``{id: report}`` in input order, for the images of ``source`` (read from the image alone)."""
+
+    hypotheses: dict[str, str]
+    source: str
     checkpoint: str
     config_files: list[str]
     skipped: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +132,40 @@ def _parser(files: Sequence[str], datalist_path: Path, checkpoint: str, override
     for key, value in overrides.items():
         parser[key] = value
     return parser
+
+
+def _model_parser(files: Sequence[str], checkpoint: str, overrides: Mapping[str, Any]) -> Any:
+    """The training config for decoding images of no dataset: the tokenizer and class names come from the
+    configured dataset (``dataset_dir`` / ``tokenizer_path`` / ``datalist_path`` in the files or ``overrides``), or,
+    where those files are missing, from ``tokenizer.json`` / ``training_labels.json`` beside a released
+    ``model.pt``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    if "pretrained_encoder_path" in parser:
+        parser["pretrained_encoder_path"] = None
+    for key, value in overrides.items():
+        parser[key] = value
+    beside = Path(checkpoint).parent
+    for key, name in (("tokenizer_path", "tokenizer.json"), ("datalist_path", "training_labels.json")):
+        fallback = beside / name
+        if key not in overrides and key in parser and fallback.is_file() and not Path(_parsed(parser, key)).is_file():
+            parser[key] = str(fallback)
+    return parser
+
+
+def _decoder_and_preprocessing(
+    parser: Any, state: Mapping[str, Any], source: str, device: torch.device
+) -> tuple[Any, Any, Any]:
+    """(preprocessing, tokenizer, F in eval mode on ``device`` with the checkpoint's weights) of a training config;
+    the preprocessing is ``validate#preprocessing`` (``train#preprocessing`` when there is none)."""
+    key = "validate#preprocessing" if "validate#preprocessing" in parser else "train#preprocessing"
+    transform = _parsed(parser, key)
+    tokenizer = _parsed(parser, "tokenizer")
+    decoder = _parsed(parser, "report_decoder_def", lazy=False)
+    load_network_weights(decoder, state, DECODER_KEYS, source)
+    return transform, tokenizer, decoder.to(device).eval()
 
 
 def _parsed(parser: Any, key: str, **kwargs: Any) -> Any:
@@ -191,12 +258,7 @@ def decode_reports(
         raise DataError(datalist.path, f'the "{split}" split has no items with a report')
 
     parser = _parser(files, datalist.path, source, overrides)
-    key = "validate#preprocessing" if "validate#preprocessing" in parser else "train#preprocessing"
-    transform = _parsed(parser, key)
-    tokenizer = _parsed(parser, "tokenizer")
-    decoder = _parsed(parser, "report_decoder_def", lazy=False)
-    load_network_weights(decoder, state, DECODER_KEYS, source)
-    decoder = decoder.to(device).eval()
+    transform, tokenizer, decoder = _decoder_and_preprocessing(parser, state, source, device)
     del state
 
     ids = _item_ids(items, datalist.root)
@@ -277,3 +339,175 @@ def evaluate_decoder(
     metrics = to_jsonable(metrics)
     write_json(metrics, out / "metrics.json")
     return metrics
+
+
+# ------------------------------------------------------------------------------------------------ any images
+def _image_suffix(name: str) -> str | None:
+    """The image file ending of ``name`` (case-insensitive, the longest that fits: ``.nii.gz`` before ``.nii``)."""
+    lower = name.lower()
+    return next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
+
+
+def _folder_items(folder: Path, skip: SkipCounter) -> list[dict]:
+    """Every image file under ``folder`` (by its ending, :data:`bundle.transforms.IMAGE_SUFFIXES`), in path order;
+    its id is its path relative to ``folder`` without the ending. Two files of one id (``a.png``, ``a.dcm``): the
+    second is a :class:`DataError` (or counted and left out when skipping)."""
+    items: list[dict] = []
+    owners: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        suffix = _image_suffix(path.name)
+        if suffix is None:
+            continue
+        relative = path.relative_to(folder).as_posix()
+        sample_id = relative[: -len(suffix)]
+        if sample_id in owners:
+            skip.handle(DataError(path, f"repeated id: {sample_id!r} is also the id of {owners[sample_id]}"))
+            continue
+        owners[sample_id] = relative
+        items.append({"id": sample_id, "image": str(path)})
+    if not items and not skip.total:
+        raise DataError(folder, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    return items
+
+
+def _manifest_items(path: Path, skip: SkipCounter) -> list[dict]:
+    """The ``id`` / ``image`` of every row of a manifest CSV (the generated-data writer's ``manifest.csv``); image
+    paths are relative to the manifest's folder (or absolute). A row without an id or image, or repeating an id,
+    is a :class:`DataError` naming the manifest and line (or counted and left out when skipping)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(path, f"not a readable CSV manifest ({err})") from err
+    missing = [column for column in MANIFEST_COLUMNS if column not in columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}: a manifest needs {list(MANIFEST_COLUMNS)}")
+    items: list[dict] = []
+    lines: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):  # the header is line 1
+        sample_id, image = (str(row.get(column) or "").strip() for column in MANIFEST_COLUMNS)
+        if not sample_id or not image:
+            skip.handle(DataError(path, f"bad row: line {line}: no {'id' if not sample_id else 'image'}"))
+        elif sample_id in lines:
+            skip.handle(DataError(path, f"bad row: line {line}: id {sample_id!r} repeats line {lines[sample_id]}"))
+        else:
+            lines[sample_id] = line
+            items.append({"id": sample_id, "image": os.path.normpath(path.parent / image)})
+    return items
+
+
+def _datalist_items(path: Path, split: str | None, skip: SkipCounter) -> list[dict]:
+    """The items of a datalist's ``split`` (all splits when None), ids from their ``id`` entries when every item has
+    a distinct one (a generated datalist), else as :func:`decode_reports` names real items (study, else image)."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    datalist = read_datalist(path, skip)
+    chosen = datalist.items([split] if split is not None else SPLITS)
+    own = [item.get("id") for item in chosen]
+    if all(isinstance(i, str) and i for i in own) and len(set(own)) == len(own):
+        ids = [str(i) for i in own]
+    else:
+        ids = _item_ids(chosen, datalist.root)
+    return [{"id": sample_id, "image": item["image"]} for sample_id, item in zip(ids, chosen)]
+
+
+def image_items(
+    images: str | PathLike, split: str | None = None, skip: SkipCounter | None = None
+) -> tuple[list[dict], Path]:
+    """``[{"id", "image"}, ...]`` (absolute image paths) of ``images`` and the file or folder they were read from.
+
+    ``images``: a folder of image files (PNG / JPEG / DICOM / NIfTI, searched recursively; ids are the paths relative
+    to the folder without the file ending), a manifest ``.csv`` with ``id`` and ``image`` columns (ids from its
+    ``id`` column), or a datalist ``.json`` (the items of ``split``, all splits when None; ids from the items' ``id``
+    entries, else as :func:`decode_reports` names them). ``split`` is for datalists only.
+    """
+    skip = skip if skip is not None else SkipCounter()
+    path = Path(images)
+    if not path.exists():
+        raise DataError(path, "missing: expected a folder of images, a manifest .csv or a datalist .json")
+    if path.suffix.lower() == ".json" and path.is_file():
+        return _datalist_items(path, split, skip), path
+    if split is not None:
+        raise ValueError(f"split={split!r} applies to a datalist .json; {path} is not one")
+    if path.is_dir():
+        items = _folder_items(path, skip)
+    elif path.suffix.lower() == ".csv":
+        items = _manifest_items(path, skip)
+    else:
+        raise DataError(path, "unsupported input: expected a folder of images, a manifest .csv or a datalist .json")
+    return items, path
+
+
+def _image_only(transform: Any) -> Any:
+    """``transform`` without its dictionary transforms that touch no ``image`` key (the report tokenizer, label
+    typing), so items without a report go through the same image steps as in training."""
+    from monai.transforms import Compose, MapTransform
+
+    if not isinstance(transform, Compose):
+        return transform
+    return Compose([t for t in transform.transforms if not isinstance(t, MapTransform) or "image" in t.keys])
+
+
+def decode_images(
+    images: str | PathLike,
+    checkpoint: str | PathLike,
+    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    out_dir: str | PathLike | None = None,
+    split: str | None = None,
+    max_items: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    skip_bad: bool = False,
+    seed: int = 0,
+    **overrides: Any,
+) -> DecodedImages:
+    """F's greedy report for every image of ``images`` (see :func:`image_items`), read from the image alone: a
+    ``label_conditioned`` F reads its own label head's predictions. With ``out_dir``, the reports are written to
+    ``<out_dir>/hypotheses.jsonl`` (``{"id", "report"}`` per line, in input order).
+
+    F, its tokenizer and the image preprocessing come from the training config as in :func:`decode_reports`; the
+    tokenizer and class names from the configured dataset (``dataset_dir`` or ``tokenizer_path`` /
+    ``datalist_path`` overrides), else from ``tokenizer.json`` / ``training_labels.json`` beside a released
+    ``model.pt``. ``split`` picks a datalist's split (all when None); ``max_items``, ``batch_size``, ``device``,
+    ``skip_bad``, ``seed`` and ``overrides`` as in :func:`decode_reports`.
+
+    Raises:
+        DataError: naming the checkpoint, or the input, manifest line or image file that is bad (unless skipped).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    files = decoder_configs(config_file)
+    source = str(checkpoint)
+    state = read_checkpoint(source)  # before anything slow: a bad path fails at once
+    skip = SkipCounter(skip_bad)
+    items, origin = image_items(images, split, skip)
+    items = subsample(items, max_items, np.random.default_rng(seed))
+    if not items:
+        raise DataError(origin, "no images to decode")
+
+    parser = _model_parser(files, source, overrides)
+    transform, tokenizer, decoder = _decoder_and_preprocessing(parser, state, source, device)
+    del state
+    transform = _image_only(transform)
+    hypotheses: dict[str, str] = {}
+    for batch, tensors in _batches(items, transform, skip, batch_size):
+        decoded = decoder.greedy_decode(tensors.to(device))
+        texts = decode_report_tokens(tokenizer, decoded["tokens"].cpu(), decoded["num_sentences"].cpu())
+        hypotheses.update((items[index]["id"], text) for index, text in zip(batch, texts))
+    if not hypotheses:
+        raise DataError(origin, "no loadable image to decode")
+    logger.info("decoded %d reports for the images of %s with %s", len(hypotheses), origin, source)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_jsonl(hypotheses, out / HYPOTHESES)
+    return DecodedImages(
+        hypotheses=hypotheses,
+        source=str(origin),
+        checkpoint=source,
+        config_files=files,
+        skipped=skip.summary(),
+    )
