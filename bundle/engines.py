@@ -55,7 +55,7 @@ from bundle.losses import (
     rotation_loss,
 )
 
-__all__ = ["EMIXERTrainer", "prepare_emixer_batch", "fake_label_indices", "BATCH_KEYS", "LOSS_KEYS"]
+__all__ = ["EMIXERTrainer", "prepare_emixer_batch", "fake_label_indices", "scale_gradient", "BATCH_KEYS", "LOSS_KEYS"]
 
 IMAGE, LABELS, REPORT, NUM_SENTENCES, LABELLED = "image", "labels", "report_tokens", "report_num_sentences", "labelled"
 #: Batch keys the trainer reads; ``report_num_sentences`` and ``labelled`` are optional.
@@ -79,6 +79,28 @@ LOSS_KEYS = (
     "f_extra_teacher_forcing",
     "g_total",
 )
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """``tensor`` whose gradient is multiplied by ``scale`` on the way back: itself at 1, detached at 0."""
+    if scale == 1.0:
+        return tensor
+    if scale == 0.0:
+        return tensor.detach()
+    return _ScaleGradient.apply(tensor, float(scale))
 
 
 def _plain(tensor: Any) -> Any:
@@ -179,10 +201,11 @@ class EMIXERTrainer(Trainer):
             reports judged by D_report and D_joint); G still gets them through F in full. 1 = the paper's
             end-to-end training; below 1, F leans on teacher forcing: on the CPU demo the full adversarial gradient
             undid in about 150 iterations the language a warmed-up F had learnt (teacher-forcing loss 1.3 -> 3.0).
-        text_grad_to_generator: whether G's report and joint terms reach G back through F's reading of its image
-            (the paper's end-to-end path). False: G's reports are written from a detached copy of its images, so
-            D_joint judges G's images through its image branch only, and (with ``f_adversarial_weight`` 0) the
-            report term moves neither G nor F.
+        text_grad_to_generator: scale of the gradient G's report and joint terms send back to G through F's reading
+            of its image (the paper's end-to-end path; ``True`` = 1, ``False`` = 0). At 0 G's reports are written
+            from a detached copy of its images, so D_joint judges G's images through its image branch only; between
+            0 and 1 the path stays on with a smaller step: the forward pass is unchanged, only the gradient that
+            crosses F into G is scaled.
         report_warmup_iterations: teacher-forcing steps of F alone (its optimiser, the training batches) before
             the first GAN iteration of a fresh run (not of a resumed one). A decoder that already writes reports
             gives the report and joint discriminators real text to judge from the start, and one F step costs a
@@ -247,7 +270,7 @@ class EMIXERTrainer(Trainer):
         consistency_weight: float = 0.0,
         stop_weight: float = 1.0,
         f_adversarial_weight: float = 1.0,
-        text_grad_to_generator: bool = True,
+        text_grad_to_generator: bool | float = True,
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
         report_steps_per_iteration: int = 0,
@@ -321,7 +344,9 @@ class EMIXERTrainer(Trainer):
         if f_adversarial_weight < 0:
             raise ValueError(f"f_adversarial_weight={f_adversarial_weight} must be >= 0")
         self.f_adversarial_weight = float(f_adversarial_weight)
-        self.text_grad_to_generator = bool(text_grad_to_generator)
+        if float(text_grad_to_generator) < 0:
+            raise ValueError(f"text_grad_to_generator={text_grad_to_generator} must be >= 0 (a gradient scale)")
+        self.text_grad_to_generator = float(text_grad_to_generator)
         if diff_augment is None or callable(diff_augment):
             self.diff_augment = diff_augment
         else:
@@ -579,9 +604,7 @@ class EMIXERTrainer(Trainer):
                     add("g_consistency", loss)
                     g_total = g_total + engine.consistency_weight * loss
                 if use_text:
-                    s_fake = engine._sample_reports(
-                        x_fake if engine.text_grad_to_generator else x_fake.detach(), y_fake
-                    )
+                    s_fake = engine._sample_reports(scale_gradient(x_fake, engine.text_grad_to_generator), y_fake)
                     if engine.use_report_loss:
                         loss = generator_loss(engine.report_discriminator(s_fake).float(), engine.adversarial_loss)
                         add("g_report", loss)

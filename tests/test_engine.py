@@ -16,7 +16,7 @@ from ignite.engine import Events
 from bundle.data.errors import DataError
 from bundle.data.label_fraction import apply_label_fraction
 from bundle.diff_augment import DiffAugment
-from bundle.engines import LOSS_KEYS, EMIXERTrainer, fake_label_indices
+from bundle.engines import LOSS_KEYS, EMIXERTrainer, fake_label_indices, scale_gradient
 from bundle.losses import classification_loss
 from bundle.networks import Generator, ImageDiscriminator, JointDiscriminator, ReportDecoder, ReportDiscriminator
 from bundle.networks.layers import END_ID, PAD_ID
@@ -418,6 +418,44 @@ def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -
     assert moved[True, False] == {"generator": True, "report_decoder": True}
     assert moved[False, False] == {"generator": False, "report_decoder": True}
     assert moved[False, True]["generator"]
+
+
+def test_scale_gradient_scales_only_the_backward() -> None:
+    """``scale_gradient``: the same values forward; the gradient times the scale back (0 detaches, 1 is a no-op)."""
+    x = torch.randn(3, 4, requires_grad=True)
+    for scale in (0.25, 1.0, 3.0):
+        x.grad = None
+        y = scale_gradient(x, scale)
+        assert torch.equal(y, x)
+        (y * torch.arange(4.0)).sum().backward()
+        assert torch.allclose(x.grad, scale * torch.arange(4.0).expand(3, 4))
+    assert not scale_gradient(x, 0.0).requires_grad
+
+
+def test_text_grad_to_generator_weight_scales_gs_report_gradient(batch) -> None:
+    """A fractional ``text_grad_to_generator`` keeps the text path on: G's parameters move through F, by a step that
+    grows with the weight (SGD, one iteration, only the report term on); a negative weight is refused."""
+    shifts = {}
+    for weight in (0.0, 0.1, 1.0):
+        torch.manual_seed(0)
+        networks = build_networks()
+        before = params_of(networks["generator"])
+        trainer = make_trainer(
+            [batch],
+            networks,
+            use_image_loss=False,
+            use_rotation_loss=False,
+            use_joint_loss=False,
+            use_teacher_forcing=False,
+            text_grad_to_generator=weight,
+        )
+        trainer.g_optimizer = torch.optim.SGD(networks["generator"].parameters(), lr=1.0)
+        trainer.run()
+        shifts[weight] = sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, networks["generator"].parameters()))
+    assert shifts[0.0] == 0.0
+    assert 0.0 < shifts[0.1] < shifts[1.0]
+    with pytest.raises(ValueError, match="text_grad_to_generator"):
+        make_trainer([batch], text_grad_to_generator=-0.5)
 
 
 def test_diff_augment_transforms_every_image_d_image_reads(batch) -> None:
