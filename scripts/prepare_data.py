@@ -16,6 +16,7 @@ MIMIC reader), mimic, iu_xray, r2gen, csv (also .jsonl), dicom_dir, nifti_dir.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -25,12 +26,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bundle.data.datalist import DATALIST_NAME, SPLITS, build_datalist, write_dataset  # noqa: E402
+from bundle.data.datalist import (  # noqa: E402
+    DATALIST_NAME,
+    SPLITS,
+    build_datalist,
+    heldout_text_overlap,
+    write_dataset,
+)
 from bundle.data.errors import DataError, SkipCounter  # noqa: E402
 from bundle.data.labels import DEFAULT_CLASSES, UNCERTAIN_POLICIES, check_class_names  # noqa: E402
+from bundle.data.reports import DEFAULT_SECTIONS  # noqa: E402
 from bundle.data.sources import SOURCES, read_mimic_cxr_jpg  # noqa: E402
 
 CHOICES: tuple[str, ...] = ("embedded", *SOURCES)
+logger = logging.getLogger("prepare_data")
 
 
 def _names(value: str | Sequence[str] | None) -> list[str] | None:
@@ -53,7 +62,9 @@ def embedded_raw(
 ) -> dict:
     """Generate the embedded dataset into ``raw_dir`` unless it already holds one made with the same settings.
 
-    The settings of an existing one are read from the summary that ``make_embedded_dataset`` writes beside it.
+    The settings of an existing one are read from the summary that ``make_embedded_dataset`` writes beside it;
+    one whose summary has no ``distinct_reports`` (held-out report text not kept out of training) is not reused:
+    it is regenerated with ``overwrite``, else refused.
     """
     from bundle.data.embedded import SUMMARY_JSON, make_embedded_dataset
 
@@ -64,8 +75,14 @@ def embedded_raw(
         masks = {True: "real", False: "procedural"}.get(use_real_masks, "auto")
         same = all(previous.get(k) == v for k, v in wanted.items())
         same = same and report_source in ("auto", previous.get("report_source"))
-        if same and masks in ("auto", previous.get("lung_masks")):
+        disjoint = "distinct_reports" in previous  # written by a generator that keeps held-out text disjoint
+        if same and disjoint and masks in ("auto", previous.get("lung_masks")):
             return {"reused": True, **{k: previous.get(k) for k in [*wanted, "report_source", "lung_masks"]}}
+        if same and not disjoint and not overwrite:
+            raise FileExistsError(
+                f"{raw_dir} holds an embedded dataset whose held-out report text may repeat training text (no "
+                f"'distinct_reports' in its {SUMMARY_JSON}); pass --overwrite to regenerate it"
+            )
         if not overwrite:
             found = {k: previous.get(k) for k in [*wanted, "report_source", "lung_masks"]}
             asked = dict(wanted, report_source=report_source, lung_masks=masks)
@@ -118,6 +135,29 @@ def read_source(source: str, data_dir: str | None, sections: list[str], skip: Sk
     return SOURCES[source](data_dir, reports=options.get("reports"), sections=sections, skip=skip)
 
 
+def check_heldout_text(datalist: dict, source: str, sections: Sequence[str], data_dir: str) -> dict[str, int]:
+    """Count validation / test reports that repeat a training report (normalised text) and act on the count.
+
+    Real data legitimately repeats short normal reports, so there a count above 0 is a warning (logged and kept
+    in the summary's warnings). The embedded dataset promises disjoint FINDINGS + IMPRESSION text across its own
+    splits, so with those sections and its official split a count above 0 raises :class:`DataError`; with other
+    sections or a random re-split the promise does not apply and the count is a warning too.
+    """
+    overlap = heldout_text_overlap(datalist)
+    if not overlap["total"]:
+        return overlap
+    message = (f"{overlap['validation']} validation and {overlap['test']} test reports repeat a training report's "
+               "text (case, punctuation and spacing ignored)")
+    if source == "embedded":
+        if datalist["split"] == "official" and tuple(sections) == DEFAULT_SECTIONS:
+            raise DataError(data_dir, f"{message}, although the embedded dataset keeps held-out report text out of "
+                                      "training: were its files changed? delete the folder to regenerate it")
+        message += " (the embedded data keeps FINDINGS + IMPRESSION text disjoint only across its own splits)"
+    datalist["warnings"].append(message)
+    logger.warning("%s", message)
+    return overlap
+
+
 def format_summary(summary: dict) -> str:
     """A few lines a person reads after the run."""
     lines = [f"source {summary['source']}: split {summary['split']}, sections {', '.join(summary['sections'])}"]
@@ -132,6 +172,10 @@ def format_summary(summary: dict) -> str:
     lines.append(f"duplicates removed: {sum(duplicates.values())} {duplicates if duplicates else ''}".rstrip())
     lines.append(f"skipped: {excluded.get('skipped', 0)} {excluded.get('reasons') or ''}".rstrip())
     lines.append(f"vocabulary: {summary['vocab_size']} words (min count {summary['min_count']})")
+    overlap = summary.get("heldout_report_overlap")
+    if overlap is not None:
+        lines.append(f"held-out reports repeating a training report: validation {overlap['validation']}, "
+                     f"test {overlap['test']}")
     lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     for key, path in summary["files"].items():
         lines.append(f"{key + ':':<10} {path}")
@@ -259,8 +303,10 @@ def prepare_data(
         test_fraction=test_fraction, seed=seed, verify_images=bool(verify_images), skip=skip, source=source,
         sections=section_names, split=split, num_workers=num_workers,
     )
+    overlap = check_heldout_text(datalist, source, section_names, extra["data_dir"])
     summary = write_dataset(datalist, out_path, min_count=min_count, overwrite=overwrite)
-    summary.update(extra, seconds=round(time.perf_counter() - start, 1))
+    summary.update(extra, heldout_report_overlap={k: overlap[k] for k in SPLITS[1:]})
+    summary["seconds"] = round(time.perf_counter() - start, 1)
     (out_path / "summary.json").write_text(json.dumps(summary, indent=1))
     if not quiet:
         print(format_summary(summary))

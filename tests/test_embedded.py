@@ -8,12 +8,20 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bundle.data.embedded import GROUND_TRUTH_CSV, finding_attributes, make_embedded_dataset, sample_grammar_spec
+from bundle.data import embedded
+from bundle.data.embedded import (
+    GROUND_TRUTH_CSV,
+    finding_attributes,
+    iu_reports_available,
+    make_embedded_dataset,
+    sample_grammar_spec,
+)
 from bundle.data.errors import DataError
 from bundle.data.labeler import label_report
 from bundle.data.labels import CHEXPERT_CLASSES, DEFAULT_CLASSES
@@ -26,7 +34,7 @@ from bundle.data.phantom import (
     sample_patient,
 )
 from bundle.data.report_grammar import compose_report, spec_labels
-from bundle.data.reports import xrv_iu_reports_path
+from bundle.data.reports import normalise_report_text, xrv_iu_reports_path
 from bundle.data.sources import read_mimic_cxr_jpg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -268,6 +276,85 @@ def test_iu_reports_and_real_masks(tmp_path):
         drawn = truth[row["study_id"]]
         for name in DEFAULT_CLASSES[1:]:
             assert float(row[name] or 0.0) == float(drawn[name]), (name, row, drawn)
+
+
+# ------------------------------------------------------------------------------------------------ held-out text
+def _split_texts(root: Path) -> dict[str, list[str]]:
+    """Normalised report text of every study per official split, as the MIMIC reader reads it back."""
+    texts: dict[str, list[str]] = defaultdict(list)
+    for record in read_mimic_cxr_jpg(root):
+        texts[record["split"]].append(normalise_report_text(record["report"]))
+    return texts
+
+
+def _assert_heldout_text_disjoint(root: Path, summary: dict) -> dict[str, list[str]]:
+    texts = _split_texts(root)
+    assert texts["validation"] and texts["test"] and texts["training"]
+    training = set(texts["training"])
+    assert not training & set(texts["validation"]) and not training & set(texts["test"])
+    names = {"train": "training", "validate": "validation", "test": "test"}
+    assert summary["distinct_reports"] == {short: len(set(texts[long])) for short, long in names.items()}
+    stored = json.loads((root / "embedded-summary.json").read_text())
+    assert stored["distinct_reports"] == summary["distinct_reports"]
+    return texts
+
+
+def test_grammar_heldout_text_is_not_training_text(tmp_path, monkeypatch):
+    kwargs = dict(num_items=40, image_size=32, report_source="grammar", use_real_masks=False, test_fraction=0.2)
+    summary = make_embedded_dataset(tmp_path / "grammar", seed=2, **kwargs)
+    _assert_heldout_text_disjoint(tmp_path / "grammar", summary)
+    assert summary["report_pool"] is None
+
+    # a grammar with few wordings: held-out studies that drew a training text are rewritten, deterministically
+    calls = []
+
+    def few_wordings(spec: dict, rng: np.random.Generator) -> dict[str, str]:
+        calls.append(1)
+        k, shout = int(rng.integers(40)), rng.random() < 0.5  # the same wording in two spellings
+        return {"findings": f"WORDING  number {k}" if shout else f"Wording number {k}.", "impression": "Normal."}
+
+    monkeypatch.setattr("bundle.data.report_grammar.compose_report", few_wordings)
+    summary = make_embedded_dataset(tmp_path / "a", seed=2, **kwargs)
+    assert len(calls) > 40  # some held-out studies drew a training wording and were rewritten
+    _assert_heldout_text_disjoint(tmp_path / "a", summary)
+    make_embedded_dataset(tmp_path / "b", seed=2, **kwargs)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+    # one wording only: no held-out text can differ from training, and the generator says so
+    monkeypatch.setattr(
+        "bundle.data.report_grammar.compose_report",
+        lambda spec, rng: {"findings": "The lungs are clear.", "impression": "Normal."},
+    )
+    with pytest.raises(DataError, match="only training text"):
+        make_embedded_dataset(tmp_path / "c", seed=2, **kwargs)
+
+
+@pytest.mark.skipif(not iu_reports_available(), reason="torchxrayvision's IU reports are not installed")
+def test_iu_reports_belong_to_one_split(tmp_path):
+    pool = embedded._iu_pool()
+    assert len({r.key for r in pool}) == len(pool)  # one entry per distinct normalised text
+    assignment = embedded._assign_report_splits(pool, 0, 0.1, 0.1)
+    assert assignment == embedded._assign_report_splits(pool, 0, 0.1, 0.1)
+    assert assignment != embedded._assign_report_splits(pool, 1, 0.1, 0.1)
+    share = {split: assignment.count(split) / len(pool) for split in ("validate", "test")}
+    assert all(0.08 < v < 0.12 for v in share.values()), share
+    for split in ("validate", "test"):  # normal text and every finding, the rare ones too, in each held-out split
+        held_out = [r for r, s in zip(pool, assignment) if s == split]
+        assert any(not embedded._pathologies(r) for r in held_out)
+        for finding in embedded._PATHOLOGIES:
+            assert any(finding in r.spec for r in held_out), (split, finding)
+
+    kwargs = dict(num_items=40, image_size=32, report_source="iu", use_real_masks=False, seed=3)
+    summary = make_embedded_dataset(tmp_path / "a", **kwargs)
+    texts = _assert_heldout_text_disjoint(tmp_path / "a", summary)
+    assert not set(texts["validation"]) & set(texts["test"])  # IU text belongs to one split only
+    report_splits = embedded._assign_report_splits(pool, 3, 0.1, 0.1)
+    assert summary["report_pool"] == {s: report_splits.count(s) for s in ("train", "validate", "test")}
+    split_of_report = {r.id: s for r, s in zip(pool, report_splits)}
+    for row in _rows(tmp_path / "a" / GROUND_TRUTH_CSV):  # each study's report comes from its own split's pool
+        assert split_of_report[row["report_id"]] == row["split"], row
+    make_embedded_dataset(tmp_path / "b", **kwargs)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
 
 
 # ------------------------------------------------------------------------------------------------ learnability

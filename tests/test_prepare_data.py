@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -14,7 +15,13 @@ import pytest
 from monai.data import load_decathlon_datalist
 from test_sources import EFFUSION, NORMAL, ONLY_FINDINGS, write_dicom, write_image, write_table
 
-from bundle.data.datalist import build_datalist, remove_duplicates, split_subjects, write_dataset
+from bundle.data.datalist import (
+    build_datalist,
+    heldout_text_overlap,
+    remove_duplicates,
+    split_subjects,
+    write_dataset,
+)
 from bundle.data.errors import DataError, SkipCounter
 from bundle.data.sources import make_record
 
@@ -83,6 +90,46 @@ def test_official_split_kept_and_checked(tmp_path):
     with pytest.raises(DataError, match="official"):
         build_datalist(records, verify_images=False, split="official")
     assert build_datalist(records, verify_images=False)["split"] == "random"  # not every record has one
+
+
+# ---------------------------------------------------------------------------------------------- held-out text
+def test_heldout_text_overlap_counts_normalised_copies():
+    training = [{"report": "No acute cardiopulmonary process."}, {"report": "Small left pleural effusion."}]
+    disjoint = {
+        "training": training,
+        "validation": [{"report": "Mild cardiomegaly."}],
+        "test": [{"report": "No acute cardiopulmonary process, stable."}, {"report": "Small right pleural effusion."}],
+    }
+    assert heldout_text_overlap(disjoint) == {"validation": 0, "test": 0, "total": 0}
+    copied = dict(disjoint, test=[*disjoint["test"], {"report": "no acute  cardiopulmonary\nPROCESS"}])
+    assert heldout_text_overlap(copied) == {"validation": 0, "test": 1, "total": 1}
+    copied["validation"] = [{"report": "SMALL LEFT PLEURAL EFFUSION!"}, {"report": "Small left pleural effusion"}]
+    assert heldout_text_overlap(copied) == {"validation": 2, "test": 1, "total": 3}
+    assert heldout_text_overlap({"training": training}) == {"validation": 0, "test": 0, "total": 0}
+
+
+def test_prepare_data_warns_about_heldout_text_of_real_sources(tmp_path, caplog):
+    rows = []
+    for n, (split, report) in enumerate(
+        [
+            ("train", NORMAL),
+            ("train", EFFUSION),
+            ("validate", EFFUSION),
+            ("test", NORMAL.lower()),
+            ("test", ONLY_FINDINGS),
+        ]
+    ):
+        write_image(tmp_path / "src" / f"i{n}.png", 20 + n)
+        rows.append({"image": f"i{n}.png", "report": report, "subject": f"p{n}", "split": split})
+    table = write_table(tmp_path / "src" / "table.csv", rows)
+    with caplog.at_level("WARNING", logger="prepare_data"):
+        summary = prepare_data.prepare_data("csv", str(tmp_path / "out"), str(table), min_count=1, quiet=True)
+    assert summary["split"] == "official"
+    assert summary["heldout_report_overlap"] == {"validation": 1, "test": 1}  # a real source: counted and warned
+    assert any("repeat a training report" in w for w in summary["warnings"])
+    assert "1 validation and 1 test reports" in caplog.text
+    stored = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert stored["heldout_report_overlap"] == {"validation": 1, "test": 1}
 
 
 # ---------------------------------------------------------------------------------------------- duplicates
@@ -256,6 +303,9 @@ def test_prepare_data_embedded_end_to_end(tmp_path, capsys):
     assert "training" in result.stdout and "vocabulary" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "embedded" and summary["split"] == "official"
+    # the embedded splits keep held-out report text out of training, and the datalist keeps those splits
+    assert summary["heldout_report_overlap"] == {"validation": 0, "test": 0}
+    assert "held-out reports repeating a training report: validation 0, test 0" in result.stdout
     assert (out / "raw" / "mimic-cxr-2.0.0-chexpert.csv").is_file()  # the MIMIC layout was written and read
     total = 0
     for name in ("training", "validation", "test"):
@@ -275,3 +325,36 @@ def test_prepare_data_embedded_end_to_end(tmp_path, capsys):
     assert prepare_data.main([*args, "--overwrite", "--quiet"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["embedded"]["reused"] is True and again["counts"] == summary["counts"]
+
+
+def test_prepare_data_embedded_refuses_leaked_heldout_text(tmp_path, capsys):
+    out = tmp_path / "embedded"
+    settings = dict(num_items=24, image_size=32, report_source="grammar", use_real_masks=False, min_count=1)
+    prepare_data.prepare_data("embedded", str(out), quiet=True, **settings)
+    raw = out / "raw"
+    split_rows = list(csv.DictReader((raw / "mimic-cxr-2.0.0-split.csv").read_text().splitlines()))
+    train = next(r for r in split_rows if r["split"] == "train")
+    test = next(r for r in split_rows if r["split"] == "test")
+
+    def report_path(row: dict) -> Path:
+        subject = row["subject_id"]
+        return raw / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{row['study_id']}.txt"
+
+    report_path(test).write_text(report_path(train).read_text().upper())  # a training report leaks into test
+    with pytest.raises(DataError, match="1 test reports repeat a training report"):
+        prepare_data.prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
+    # only IMPRESSION, or a random re-split: the embedded promise does not cover it, so the count is a warning
+    summary = prepare_data.prepare_data(
+        "embedded", str(out), quiet=True, overwrite=True, sections="impression", **settings
+    )
+    assert summary["heldout_report_overlap"]["test"] >= 1 and any("own splits" in w for w in summary["warnings"])
+
+    # a raw dataset written without the held-out text record is not reused silently
+    raw_summary = json.loads((raw / "embedded-summary.json").read_text())
+    del raw_summary["distinct_reports"]
+    (raw / "embedded-summary.json").write_text(json.dumps(raw_summary))
+    with pytest.raises(FileExistsError, match="distinct_reports"):
+        prepare_data.embedded_raw(raw, 24, 0, 32, "grammar", False)
+    regenerated = prepare_data.prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
+    assert regenerated["embedded"]["reused"] is False
+    assert regenerated["heldout_report_overlap"] == {"validation": 0, "test": 0}

@@ -12,6 +12,7 @@ from bundle.data.reports import (
     clean_report,
     extract_sections,
     iter_iu_reports_from_xrv,
+    normalise_report_text,
     parse_iu_xml,
     read_report_file,
     select_sections,
@@ -263,3 +264,18 @@ def test_xrv_iu_reports():
     assert [r["id"] for r in first] == ["CXR1", "CXR2", "CXR3"]  # numeric order, not the archive's 1, 10, 100
     assert first[0]["mesh"] == ["normal"] and first[0]["images"][0] == "CXR1_1_IM-0001-3001"
     assert "pneumothorax" in first[0]["findings"]
+
+
+def test_normalise_report_text_ignores_case_punctuation_and_spacing():
+    from bundle.evaluation.clinical import normalise_report
+
+    same = [
+        "No acute cardiopulmonary process.",
+        "no acute  cardiopulmonary\nprocess",
+        "NO ACUTE, CARDIOPULMONARY process!",
+    ]
+    assert {normalise_report_text(t) for t in same} == {"no acute cardiopulmonary process"}
+    assert normalise_report_text("Heart size ___ normal;  x-ray 1.5 cm") == "heart size normal x ray 1 5 cm"
+    assert normalise_report_text("No pneumothorax.") != normalise_report_text("Pneumothorax.")
+    assert normalise_report_text(" .,; ") == ""
+    assert normalise_report(same[2]) == normalise_report_text(same[2])  # the evaluation reads the same form

@@ -2,7 +2,8 @@
 
 :func:`build_datalist` labels unlabelled reports, turns label records into multi-hot vectors, removes
 duplicate images, optionally checks that every image loads, and splits by patient (official splits where the
-source has them). :func:`write_dataset` writes ``datalist.json`` (readable by
+source has them). :func:`heldout_text_overlap` counts held-out items whose report text (normalised) is a
+training report's text. :func:`write_dataset` writes ``datalist.json`` (readable by
 ``monai.data.load_decathlon_datalist``), ``tokenizer.json`` (trained on the training reports) and
 ``summary.json``.
 """
@@ -167,6 +168,24 @@ def _check_patient_level(splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> N
                 raise DataError(
                     None, f"subject {item['subject']!r} is in both {other} and {name}: splits must be patient-level"
                 )
+
+
+def heldout_text_overlap(splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """Validation / test items whose report equals some training report after
+    :func:`bundle.data.reports.normalise_report_text` (case, punctuation and spacing ignored).
+
+    ``splits`` holds ``"training"``, ``"validation"`` and ``"test"`` item lists (a datalist; a missing split
+    counts as empty). Returns ``{"validation": n, "test": n, "total": n}``. In real data identical short normal
+    reports are legitimate; for the embedded dataset any count above 0 means held-out text leaked.
+    """
+    from .reports import normalise_report_text
+
+    training = {normalise_report_text(item["report"]) for item in splits.get("training", ())}
+    counts = {
+        name: sum(normalise_report_text(item["report"]) in training for item in splits.get(name, ()))
+        for name in SPLITS[1:]
+    }
+    return {**counts, "total": sum(counts.values())}
 
 
 def build_datalist(

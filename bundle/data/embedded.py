@@ -7,14 +7,24 @@ with one frontal image rendered by :mod:`bundle.data.phantom` and a report:
 - ``report_source="iu"`` (the default when torchxrayvision's IU X-ray reports are installed): every IU report
   is labelled by the project's labeler; reports whose positive / uncertain findings are all drawable are kept
   (Lung Opacity, Pneumonia and Enlarged Cardiomediastinum are allowed where a drawn finding implies them:
-  consolidation / edema, consolidation, cardiomegaly). Items sample a normal report with probability
-  ``normal_fraction``, else an abnormal one weighted by ``count(finding) ** -balance`` of its rarest finding
-  (keeps real co-occurrence and real language, lifts the rare findings). The image is drawn from that
-  report's labels, with laterality / severity / zone / device words parsed near the mention (random where
-  the report does not say).
+  consolidation / edema, consolidation, cardiomegaly), one per distinct text (FINDINGS + IMPRESSION as the
+  MIMIC reader will read them back, normalised by :func:`bundle.data.reports.normalise_report_text`). Each
+  distinct text belongs to one split (train / validate / test), drawn with the seed in proportion to the split
+  fractions and stratified (normal reports; abnormal ones by their rarest finding), so every held-out split
+  has normal and abnormal text and each finding with three reports or more reaches validation and test.
+  A study samples only from its own split's reports: a normal one with probability ``normal_fraction``, else
+  an abnormal one weighted by ``count(finding) ** -balance`` of its rarest finding within that split (keeps
+  real co-occurrence and real language, lifts the rare findings). The image is drawn from that report's
+  labels, with laterality / severity / zone / device words parsed near the mention (random where the report
+  does not say).
 - ``report_source="grammar"``: label sets come from a small co-occurrence model (heart failure: cardiomegaly,
   edema, effusions; intensive care: devices, effusion, consolidation, pneumothorax; infection: consolidation
-  and effusion; isolated findings) and the report from :mod:`bundle.data.report_grammar`.
+  and effusion; isolated findings) and the report from :mod:`bundle.data.report_grammar`. A validation / test
+  study whose normalised text a training study also has gets new wording for the same label set from its own
+  generator (a bounded number of times, then :class:`DataError`).
+
+Either way no validation / test report text (normalised) is a training report text; validation and test never
+share text in IU mode, and may in grammar mode.
 
 Uncertain findings (-1) are drawn *mildly* (small effusion, faint small consolidation, borderline CTR
 0.50-0.54, mild edema, tiny pneumothorax) and kept as -1 in the ground truth.
@@ -23,7 +33,8 @@ On disk (what the real MIMIC-CXR-JPG reader loads): ``files/pNN/pSUBJECT/sSTUDY/
 ``files/pNN/pSUBJECT/sSTUDY.txt``, ``mimic-cxr-2.0.0-chexpert.csv`` (labeler output on FINDINGS + IMPRESSION),
 ``mimic-cxr-2.0.0-split.csv`` (patient-level), ``mimic-cxr-2.0.0-metadata.csv``, plus
 ``embedded-ground-truth.csv`` (what each image was drawn from, with measured signs such as the CTR) and
-``embedded-summary.json``. The same seed gives byte-identical files.
+``embedded-summary.json`` (with ``distinct_reports``: distinct report texts used per split, and in IU mode
+``report_pool``: distinct source reports each split may draw from). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -185,6 +196,7 @@ class _IUReport:
     comparison: str
     labels: dict
     spec: dict
+    key: str  # the normalised text the datalist will hold (see _text_key)
 
 
 def _deid(text: str) -> str:
@@ -197,6 +209,21 @@ def _report_text(findings: str, impression: str) -> str:
     return " ".join(t for t in (findings, impression) if t)
 
 
+def _text_key(findings: str, impression: str) -> str:
+    """The normalised FINDINGS + IMPRESSION text a study's datalist item will hold.
+
+    Read back from the written report layout with the MIMIC reader's own functions (so placeholders, list
+    numbers and the default impression are treated as the reader treats them), then normalised by
+    :func:`bundle.data.reports.normalise_report_text`: two reports with the same key are the same text to the
+    held-out text check of ``scripts/prepare_data.py``. Raises :class:`DataError` for a report the reader
+    cannot use (no text left after cleaning).
+    """
+    from .reports import DEFAULT_SECTIONS, extract_sections, normalise_report_text, select_sections
+
+    layout = _mimic_report("CHEST (PA AND LAT)", "", "", findings, impression)
+    return normalise_report_text(select_sections(extract_sections(layout), DEFAULT_SECTIONS))
+
+
 def _drawable(labels: Mapping[str, float | None]) -> bool:
     asserted = {n for n, v in labels.items() if v in (POSITIVE, UNCERTAIN)}
     for name in asserted - _RENDERED:
@@ -207,36 +234,96 @@ def _drawable(labels: Mapping[str, float | None]) -> bool:
 
 @lru_cache(maxsize=1)
 def _iu_pool() -> tuple[_IUReport, ...]:
-    """The IU X-ray reports whose asserted findings the phantom can draw (labelled once per process)."""
+    """The distinct IU X-ray reports whose asserted findings the phantom can draw (labelled once per process).
+
+    Reports are deduplicated by their normalised text (:func:`_text_key`; the first in archive order is kept), so
+    each entry is one distinct text that can be given to one split; reports the reader cannot use are left out.
+    """
     from .labeler import label_report, mentions
     from .reports import iter_iu_reports_from_xrv
 
     pool = []
+    seen: set[str] = set()
     for report in iter_iu_reports_from_xrv():
         findings, impression = _deid(report.get("findings") or ""), _deid(report.get("impression") or "")
         text = _report_text(findings, impression)
         if not text:
             continue
+        try:
+            key = _text_key(findings, impression)
+        except DataError:
+            continue  # nothing left after cleaning: the reader would reject the study
+        if key in seen:
+            continue
         labels = label_report(text)
         if not _drawable(labels):
             continue
+        seen.add(key)
         spec = finding_attributes(text, labels, mentions(text))
         pool.append(_IUReport(str(report.get("id")), findings, impression, _deid(report.get("indication") or ""),
-                              _deid(report.get("comparison") or ""), labels, spec))
+                              _deid(report.get("comparison") or ""), labels, spec, key))
     if not pool:
         raise DataError("NLMCXR_reports.tgz", "no IU X-ray report with drawable findings")
     return tuple(pool)
 
 
-def _iu_sampler(normal_fraction: float, balance: float) -> tuple[list[int], list[int], np.ndarray]:
-    """Indices of "No Finding" reports (devices allowed), of abnormal ones, and the abnormal sampling weights."""
-    pool = _iu_pool()
-    normal = [i for i, r in enumerate(pool) if not any(n in _PATHOLOGIES for n in r.spec)]
-    abnormal = [i for i, r in enumerate(pool) if any(n in _PATHOLOGIES for n in r.spec)]
-    counts = Counter(name for i in abnormal for name in pool[i].spec if name in _PATHOLOGIES)
-    weights = np.array([min(counts[n] for n in pool[i].spec if n in _PATHOLOGIES) ** -balance for i in abnormal],
+def _pathologies(report: _IUReport) -> list[str]:
+    return [name for name in report.spec if name in _PATHOLOGIES]
+
+
+def _rarest(names: Sequence[str], counts: Mapping[str, int]) -> str:
+    """The finding of ``names`` with the fewest reports (ties: the first in ``_PATHOLOGIES`` order)."""
+    return min(names, key=lambda n: (counts[n], _PATHOLOGIES.index(n)))
+
+
+def _assign_report_splits(
+    pool: Sequence[_IUReport], seed: int, val_fraction: float, test_fraction: float
+) -> list[str]:
+    """Each distinct report's split (train / validate / test), drawn with ``seed`` in proportion to the fractions.
+
+    The draw is stratified: normal reports form one stratum and abnormal ones are grouped by their rarest
+    finding, so every held-out split gets normal and abnormal text, and each finding with three reports or
+    more has at least one in validation and one in test (the rule :func:`_split_subjects` applies to subjects).
+    """
+    counts = Counter(name for r in pool for name in _pathologies(r))
+    strata: dict[str, list[int]] = defaultdict(list)
+    for i, report in enumerate(pool):
+        names = _pathologies(report)
+        strata[_rarest(names, counts) if names else "normal"].append(i)
+    rng = np.random.default_rng([seed, 3])
+    assignment = ["train"] * len(pool)
+    for stratum in ("normal", *_PATHOLOGIES):
+        members = strata.get(stratum, [])
+        for i, split in zip(members, _split_subjects(rng, len(members), val_fraction, test_fraction)):
+            assignment[i] = split
+    return assignment
+
+
+@dataclass(frozen=True)
+class _IUSampler:
+    """One split's share of the IU pool: normal reports, abnormal ones and the abnormal sampling weights."""
+
+    normal: list[int]
+    abnormal: list[int]
+    abnormal_p: np.ndarray
+
+    def pick(self, rng: np.random.Generator, normal_fraction: float) -> int:
+        """A pool index: normal with probability ``normal_fraction`` (when the split has both kinds)."""
+        want_normal = rng.random() < normal_fraction
+        if self.normal and (want_normal or not self.abnormal):
+            return self.normal[int(rng.integers(len(self.normal)))]
+        return self.abnormal[int(rng.choice(len(self.abnormal), p=self.abnormal_p))]
+
+
+def _iu_sampler(pool: Sequence[_IUReport], indices: Sequence[int], balance: float) -> _IUSampler:
+    """The sampler over the pool entries ``indices``: "No Finding" reports (devices allowed) are drawn uniformly,
+    abnormal ones with weight ``count(rarest finding) ** -balance`` (counts within ``indices``)."""
+    normal = [i for i in indices if not _pathologies(pool[i])]
+    abnormal = [i for i in indices if _pathologies(pool[i])]
+    counts = Counter(name for i in abnormal for name in _pathologies(pool[i]))
+    weights = np.array([counts[_rarest(_pathologies(pool[i]), counts)] ** -balance for i in abnormal],
                        dtype=np.float64)
-    return normal, abnormal, weights / weights.sum()
+    return _IUSampler(normal, abnormal, weights / weights.sum() if len(weights) else weights)
 
 
 def iu_reports_available() -> bool:
@@ -343,6 +430,107 @@ def _save_jpeg(image: np.ndarray, path: Path, quality: int = 95) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+# ------------------------------------------------------------------------------------------------ reports
+_SPLIT_ORDER = ("train", "validate", "test")
+#: Redraws of a grammar report whose text a held-out study shares with training, before giving up.
+_MAX_REDRAWS = 50
+
+
+@dataclass
+class _Draft:
+    """One study's report, drawn before its image: the image is rendered later from the same ``rng``."""
+
+    rng: np.random.Generator
+    split: str
+    dicom_id: str
+    spec: dict
+    findings: str
+    impression: str
+    report_id: str
+    indication: str
+    comparison: str
+    key: str
+
+
+def _draw_iu_reports(
+    seed: int,
+    study_splits: Sequence[str],
+    val_fraction: float,
+    test_fraction: float,
+    normal_fraction: float,
+    balance: float,
+    out_dir: Path,
+) -> tuple[list[_Draft], dict[str, int]]:
+    """Each study's IU report, sampled from the distinct reports of its own split; also the pool size per split."""
+    pool = _iu_pool()
+    report_splits = _assign_report_splits(pool, seed, val_fraction, test_fraction)
+    samplers = {
+        split: _iu_sampler(pool, [i for i, s in enumerate(report_splits) if s == split], balance)
+        for split in _SPLIT_ORDER
+    }
+    for split in sorted(set(study_splits)):
+        if not (samplers[split].normal or samplers[split].abnormal):
+            raise DataError(out_dir, f"no IU X-ray report left for the {split} split ({len(pool)} distinct reports "
+                                     f"in all): lower its fraction or use report_source='grammar'")
+    drafts = []
+    for item, split in enumerate(study_splits):
+        rng = np.random.default_rng([seed, 2, item])
+        dicom_id = _dicom_id(rng)
+        report = pool[samplers[split].pick(rng, normal_fraction)]
+        drafts.append(_Draft(rng, split, dicom_id, complete_spec(report.spec, rng), report.findings,
+                             report.impression, report.id, report.indication, report.comparison, report.key))
+    return drafts, {split: len(samplers[split].normal) + len(samplers[split].abnormal) for split in _SPLIT_ORDER}
+
+
+def _draw_grammar_reports(
+    seed: int, study_splits: Sequence[str], normal_fraction: float, out_dir: Path
+) -> list[_Draft]:
+    """Each study's grammar report; a held-out study whose text a training study has is rewritten.
+
+    The rewrite keeps the study's label set and draws new wording from the study's own generator (at most
+    ``_MAX_REDRAWS`` times), so the result stays a function of the seed. Raises :class:`DataError` when the
+    grammar has no other wording left for it.
+    """
+    from .report_grammar import compose_report
+
+    drafts = []
+    for item, split in enumerate(study_splits):
+        rng = np.random.default_rng([seed, 2, item])
+        dicom_id = _dicom_id(rng)
+        spec = complete_spec(sample_grammar_spec(rng, normal_fraction), rng)
+        text = compose_report(spec, rng)
+        icu = "Support Devices" in spec
+        indication = (_ICU_INDICATIONS if icu else _INDICATIONS)[int(rng.integers(3 if icu else 9))]
+        drafts.append(_Draft(rng, split, dicom_id, spec, text["findings"], text["impression"], "grammar",
+                             indication, "", _text_key(text["findings"], text["impression"])))
+    training = {d.key for d in drafts if d.split == "train"}
+    for item, draft in enumerate(drafts):
+        tries = 0
+        while draft.split != "train" and draft.key in training:
+            if tries == _MAX_REDRAWS:
+                raise DataError(out_dir, f"study {item} ({draft.split}): the report grammar wrote only training "
+                                         f"text in {_MAX_REDRAWS} tries (\"{draft.findings} {draft.impression}\"); "
+                                         "use more varied label sets or another seed")
+            text = compose_report(draft.spec, draft.rng)
+            draft.findings, draft.impression = text["findings"], text["impression"]
+            draft.key = _text_key(draft.findings, draft.impression)
+            tries += 1
+    return drafts
+
+
+def _check_heldout_text(drafts: Sequence[_Draft], out_dir: Path) -> None:
+    """Raise :class:`DataError` if a validation / test study's report text is also a training study's text."""
+    training = {d.key for d in drafts if d.split == "train"}
+    shared = sum(d.split != "train" and d.key in training for d in drafts)
+    if shared:
+        raise DataError(out_dir, f"{shared} held-out studies have a training report's text")
+
+
+def _distinct_reports(drafts: Sequence[_Draft]) -> dict[str, int]:
+    """Number of distinct normalised report texts the studies of each split use."""
+    return {split: len({d.key for d in drafts if d.split == split}) for split in _SPLIT_ORDER}
+
+
 # ------------------------------------------------------------------------------------------------ main entry
 def make_embedded_dataset(
     out_dir: str | PathLike,
@@ -362,8 +550,9 @@ def make_embedded_dataset(
 
     ``report_source``: "iu" (torchxrayvision's IU X-ray reports), "grammar", or "auto" (iu when installed).
     ``use_real_masks``: lung outlines from torchxrayvision's lung masks (True), procedural (False) or "auto".
-    About 20% of subjects have two studies (same anatomy, new findings); splits are by subject. The same
-    arguments give byte-identical files. Raises :class:`DataError` for a non-empty ``out_dir`` unless
+    About 20% of subjects have two studies (same anatomy, new findings); splits are by subject, and no
+    validation / test report text (normalised) is a training report's text (IU reports are given to one split
+    each; see the module docstring). The same arguments give byte-identical files. Raises :class:`DataError` for a non-empty ``out_dir`` unless
     ``overwrite`` and the folder holds an embedded dataset written before.
     """
     if num_items < 1:
@@ -381,7 +570,6 @@ def make_embedded_dataset(
     _prepare_out_dir(out_dir, overwrite)
 
     from .labeler import label_report
-    from .report_grammar import compose_report
 
     # the plan: subjects, studies, ids and splits, all from one generator
     plan_rng = np.random.default_rng([seed, 0])
@@ -397,9 +585,14 @@ def make_embedded_dataset(
     splits = _split_subjects(plan_rng, n_subjects, val_fraction, test_fraction)
     base_days = plan_rng.integers(0, 80 * 365, size=n_subjects)
 
+    study_splits = [splits[s_index] for s_index, count in enumerate(studies_per_subject) for _ in range(count)]
+    report_pool: dict[str, int] | None = None
     if report_source == "iu":
-        pool = _iu_pool()
-        normal_idx, abnormal_idx, abnormal_p = _iu_sampler(normal_fraction, balance)
+        drafts, report_pool = _draw_iu_reports(
+            seed, study_splits, val_fraction, test_fraction, normal_fraction, balance, out_dir)
+    else:
+        drafts = _draw_grammar_reports(seed, study_splits, normal_fraction, out_dir)
+    _check_heldout_text(drafts, out_dir)
 
     chexpert_rows, split_rows, meta_rows, truth_rows = [], [], [], []
     truth_header = (["dicom_id", "subject_id", "study_id", "split"] + list(DEFAULT_CLASSES) + [
@@ -413,23 +606,10 @@ def make_embedded_dataset(
         patient: Patient = sample_patient(np.random.default_rng([seed, 1, s_index]), real_masks, max_masks)
         day = int(base_days[s_index])
         for k in range(count):
-            rng = np.random.default_rng([seed, 2, item])
-            study = study_ids[item]
-            dicom_id = _dicom_id(rng)
-            if report_source == "iu":
-                pick = (normal_idx[int(rng.integers(len(normal_idx)))] if rng.random() < normal_fraction
-                        else abnormal_idx[int(rng.choice(len(abnormal_idx), p=abnormal_p))])
-                report = pool[pick]
-                findings, impression, report_id = report.findings, report.impression, report.id
-                indication, comparison = report.indication, report.comparison
-                spec = complete_spec(report.spec, rng)
-            else:
-                spec = complete_spec(sample_grammar_spec(rng, normal_fraction), rng)
-                text = compose_report(spec, rng)
-                findings, impression, report_id = text["findings"], text["impression"], "grammar"
-                icu = "Support Devices" in spec
-                indication = (_ICU_INDICATIONS if icu else _INDICATIONS)[int(rng.integers(3 if icu else 9))]
-                comparison = ""
+            draft = drafts[item]
+            rng, study, dicom_id, spec = draft.rng, study_ids[item], draft.dicom_id, draft.spec
+            findings, impression, report_id = draft.findings, draft.impression, draft.report_id
+            indication, comparison = draft.indication, draft.comparison
             if k > 0:
                 comparison = "___"
             elif comparison.lower().startswith("none") or not comparison:
@@ -485,6 +665,8 @@ def make_embedded_dataset(
         "report_source": report_source,
         "lung_masks": "real" if real_masks else "procedural",
         "splits": dict(sorted(Counter(row[3] for row in split_rows).items())),
+        "distinct_reports": _distinct_reports(drafts),
+        "report_pool": report_pool,
         "prevalence": {name: round(prevalence[name] / num_items, 4) for name in DEFAULT_CLASSES},
         "class_names": list(DEFAULT_CLASSES),
     }

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SECTIONS",
     "extract_sections",
     "clean_report",
+    "normalise_report_text",
     "split_sentences",
     "select_sections",
     "read_report_file",
@@ -152,6 +153,19 @@ def clean_report(text: str) -> str:
     text = _PUNCT_BEFORE_STOP.sub("", text)
     text = re.sub(r"\s+", " ", text).strip()
     return text.lstrip(".,;:!? ").strip()
+
+
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalise_report_text(text: str) -> str:
+    """The form in which two reports count as the same text: lower case, punctuation out, whitespace collapsed.
+
+    Every run of characters that are neither letters nor digits (punctuation, "___" placeholders, line breaks)
+    becomes one space, so "No effusion." and "no  effusion" are the same text. The data layer uses it to keep
+    held-out report text out of training and the evaluation to count verbatim copies.
+    """
+    return " ".join(_NON_WORD.sub(" ", text.lower()).split())
 
 
 def split_sentences(text: str) -> list[str]:
