@@ -4,8 +4,16 @@ the memorisation audit.
 * ``configs/train_classifier.json`` trains a multi-label MONAI ``DenseNet121`` on the project's datalist and keeps
   the best model (macro AUROC on the validation split) as ``<output_dir>/classifier/model.pt``;
   :func:`load_classifier` rebuilds it from the same configs and loads that file.
-* :class:`ClassifierFeatures` turns a MONAI DenseNet into a feature network returning ``(features, logits)``: the
-  pooled penultimate activations (1024-d for DenseNet121) and the class scores.
+* ``configs/train_classifier_independent.json`` (:data:`INDEPENDENT_CONFIGS`) is a second evaluation classifier of
+  another architecture, a MONAI ResNet-18, trained the same way on the real training split into
+  ``<output_dir>/classifier_independent/model.pt``. The DenseNet does the same task as D's finding classifier and
+  F's label head, which train G; the ResNet is of another architecture, is trained before the runs it scores and
+  is never used in a training term, so label agreement measured with it (``label_agreement_ratio_independent``)
+  does not rest on one network's reading of the images. :func:`independent_overrides` makes the first classifier's
+  config overrides fit for the second.
+* :class:`ClassifierFeatures` turns a convolutional classifier ending in a linear layer (MONAI DenseNet, ResNet,
+  EfficientNetBN) into a feature network returning ``(features, logits)``: the input of that final linear layer (the
+  pooled penultimate activations: 1024-d for DenseNet121, 512-d for ResNet-18) and the class scores.
 * :class:`XRVFeatures` is the same interface over torchxrayvision's pretrained DenseNet-121 (a chest X-ray
   network trained on public datasets, the usual "domain" network for FID). Its weights are read from
   torchxrayvision's local cache only: this bundle never downloads them (:func:`xrv_weights_path` names the file
@@ -40,9 +48,12 @@ from bundle.data.errors import DataError
 
 __all__ = [
     "DEFAULT_CONFIGS",
+    "INDEPENDENT_CONFIGS",
+    "INDEPENDENT_DROPPED_KEYS",
     "DEFAULT_XRV_WEIGHTS",
     "MacroAUROCMetric",
     "MacroAUROC",
+    "independent_overrides",
     "load_classifier",
     "ClassifierFeatures",
     "XRVFeatures",
@@ -58,6 +69,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS: tuple[str, ...] = (
     str(REPO_ROOT / "configs" / "train.json"),
     str(REPO_ROOT / "configs" / "train_classifier.json"),
+)
+#: The independent evaluation classifier (a MONAI ResNet-18, set by ``independent_classifier_def``): the same data,
+#: preprocessing, trainer and checkpoint selection as :data:`DEFAULT_CONFIGS`, its own folder
+#: ``<output_dir>/classifier_independent``.
+INDEPENDENT_CONFIGS: tuple[str, ...] = (
+    *DEFAULT_CONFIGS,
+    str(REPO_ROOT / "configs" / "train_classifier_independent.json"),
+)
+#: Overrides of the first classifier that :func:`independent_overrides` leaves out: its architecture and its files.
+INDEPENDENT_DROPPED_KEYS: tuple[str, ...] = (
+    "classifier_def",
+    "classifier_dir",
+    "classifier_checkpoint",
+    "classifier_tensorboard_dir",
 )
 #: torchxrayvision's DenseNet-121 trained on all its public datasets (NIH, PadChest, CheXpert, MIMIC, ...).
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-all"
@@ -101,10 +126,22 @@ class MacroAUROC(IgniteMetricHandler):
         super().__init__(metric_fn=MacroAUROCMetric(), output_transform=output_transform, save_details=False)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def independent_overrides(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Config overrides of the first classifier made fit for the independent one (:data:`INDEPENDENT_CONFIGS`).
+
+    Data, image size, epochs, batch size and the like apply to both; the first classifier's architecture
+    (``classifier_def``, e.g. a small DenseNet for a CPU run) and its files (``classifier_dir``,
+    ``classifier_checkpoint``, ``classifier_tensorboard_dir``) are left out, so the second classifier keeps its own
+    architecture and folder. Its architecture is changed with ``independent_classifier_def``.
+    """
+    return {key: value for key, value in (overrides or {}).items() if key not in INDEPENDENT_DROPPED_KEYS}
+
+
+def _read_state_dict(path: Path, configs: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """A network state dict from a ``CheckpointSaver`` file (the bare state dict, or ``{"model": state_dict}``)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with configs/train_classifier.json)")
+        names = " + ".join(Path(f).name for f in configs) or "configs/train_classifier.json"
+        raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with {names})")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
@@ -114,6 +151,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(saved, Mapping) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
         raise DataError(path, "not a network state dict (expected tensors by parameter name)")
     return dict(saved)
+
+
+def _state_sizes(state: Mapping[str, torch.Tensor]) -> tuple[int | None, int | None]:
+    """``(input channels, classes)`` of a convolutional classifier's state dict: the first 2D convolution's input
+    channels and the last linear layer's outputs. A state dict lists parameters in registration order, and MONAI's
+    DenseNet, ResNet and EfficientNetBN register their stem first and their classifier last."""
+    convs = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 4]
+    linears = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return (int(convs[0].shape[1]) if convs else None), (int(linears[-1].shape[0]) if linears else None)
 
 
 def load_classifier(
@@ -126,12 +172,13 @@ def load_classifier(
 
     Args:
         config_file: the training configs; a ``.pt`` / ``.pth`` path here is taken as ``checkpoint``. Default:
-            :data:`DEFAULT_CONFIGS`.
-        checkpoint: the weights; default the config's ``classifier_checkpoint`` (``<output_dir>/classifier/model.pt``).
+            :data:`DEFAULT_CONFIGS`; :data:`INDEPENDENT_CONFIGS` for the independent ResNet-18.
+        checkpoint: the weights; default the config's ``classifier_checkpoint`` (``<output_dir>/classifier/model.pt``,
+            ``<output_dir>/classifier_independent/model.pt`` for the independent one).
         device: where the network goes.
         overrides: config values used at training time (``output_dir``, ``classifier_def``, ``image_channels``...).
-            ``num_classes`` and ``image_channels`` are read from a DenseNet checkpoint unless given, so no datalist
-            is needed to load one.
+            ``num_classes`` and ``image_channels`` are read from the checkpoint unless given (the last linear layer's
+            outputs, the first convolution's inputs), so no datalist is needed to load one.
 
     Returns:
         the network in eval mode, with ``class_names`` set when the config's datalist is at hand (else None).
@@ -146,12 +193,12 @@ def load_classifier(
     for key, value in overrides.items():
         parser[key] = value
     path = Path(checkpoint) if checkpoint is not None else Path(parser.get_parsed_content("classifier_checkpoint"))
-    state = _read_state_dict(path)
-    # A MONAI DenseNet states its sizes: classes in the last linear layer, input channels in the first convolution.
-    if "num_classes" not in overrides and "class_layers.out.weight" in state:
-        parser["num_classes"] = int(state["class_layers.out.weight"].shape[0])
-    if "image_channels" not in overrides and "features.conv0.weight" in state:
-        parser["image_channels"] = int(state["features.conv0.weight"].shape[1])
+    state = _read_state_dict(path, [str(f) for f in files])
+    channels, classes = _state_sizes(state)
+    if "num_classes" not in overrides and classes is not None:
+        parser["num_classes"] = classes
+    if "image_channels" not in overrides and channels is not None:
+        parser["image_channels"] = channels
     network = parser.get_parsed_content("classifier_def", lazy=False)
     try:
         network.load_state_dict(state)
@@ -169,37 +216,74 @@ def _class_names(parser: Any) -> list[str] | None:
     return list(parser.get_parsed_content("class_names")) if datalist.is_file() else None
 
 
-class ClassifierFeatures(nn.Module):
-    """A MONAI DenseNet as a feature network: ``forward(images) -> (features, logits)``.
+def _final_linear(network: nn.Module) -> str | None:
+    """The name of ``network``'s last registered ``nn.Linear`` submodule (its classifier), None when it has none."""
+    names = [name for name, module in network.named_modules() if name and isinstance(module, nn.Linear)]
+    return names[-1] if names else None
 
-    ``features`` are the DenseNet's pooled penultimate activations (``class_layers`` up to its flatten: ReLU,
-    global average pooling), ``[N, 1024]`` for DenseNet121; ``logits`` its class scores ``[N, classes]``,
-    exactly what the network itself returns. Shares the network's modules (no copy).
+
+class ClassifierFeatures(nn.Module):
+    """A convolutional classifier as a feature network: ``forward(images) -> (features, logits)``.
+
+    ``features`` are the input of the network's final linear layer, its pooled penultimate activations: for a
+    MONAI DenseNet ``class_layers`` up to its flatten (ReLU, global average pooling), ``[N, 1024]`` for DenseNet121;
+    for a MONAI ResNet ``avgpool`` flattened, ``[N, 512]`` for ResNet-18; for EfficientNetBN the pooled head
+    (after its dropout, the identity in eval mode). ``logits`` are the class scores ``[N, classes]``, exactly what the
+    network itself returns. One forward pass of the network gives both (a hook on the final linear layer, held only
+    during the call), so any architecture whose output is that layer's output works without knowing its layer
+    names. Shares the network's modules (no copy).
+
+    Raises:
+        TypeError: the network has no convolution, or no linear layer after it.
+        RuntimeError (in forward): the final linear layer was not called, or its output is not the network's output.
     """
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
-        class_layers = getattr(network, "class_layers", None)
-        if not hasattr(network, "features") or not isinstance(class_layers, nn.Sequential) or not hasattr(
-            class_layers, "out"
-        ):
+        head = _final_linear(network)
+        convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in network.modules())
+        if head is None or not convolutional:
             raise TypeError(
-                f"ClassifierFeatures needs a MONAI DenseNet (features + class_layers ending in 'out'), got "
-                f"{type(network).__name__}"
+                "ClassifierFeatures needs a convolutional classifier ending in a linear layer (a MONAI DenseNet, "
+                f"ResNet or EfficientNetBN), got {type(network).__name__}"
             )
-        self.features = network.features
-        self.pool = nn.Sequential(*(m for name, m in class_layers.named_children() if name != "out"))
-        self.head = class_layers.out
+        self.network = network
+        self.head_name = head
         self.class_names = getattr(network, "class_names", None)
         self.training = network.training
+
+    @property
+    def head(self) -> nn.Linear:
+        """The network's final linear layer (its classifier)."""
+        return self.network.get_submodule(self.head_name)
 
     @property
     def feature_dim(self) -> int:
         return int(self.head.in_features)
 
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.out_features)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.pool(self.features(images))
-        return features, self.head(features)
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen["features"], seen["logits"] = args[0], output
+
+        handle = self.head.register_forward_hook(keep)
+        try:
+            logits = self.network(images)
+        finally:
+            handle.remove()
+        name = f"{type(self.network).__name__}.{self.head_name}"
+        if "features" not in seen:
+            raise RuntimeError(f"{name}, taken as the final linear layer, was not called in the forward pass")
+        if seen["logits"] is not logits and not (
+            seen["logits"].shape == logits.shape and torch.equal(seen["logits"], logits)
+        ):
+            raise RuntimeError(f"{name} is not the network's last step: its input would not be the logits' features")
+        return seen["features"], logits
 
 
 def xrv_weights_path(weights: str = DEFAULT_XRV_WEIGHTS, cache_dir: str | PathLike | None = None) -> Path:
@@ -328,7 +412,7 @@ def predict(
     """Class probabilities and features of images, in batches, without gradients and in eval mode.
 
     Args:
-        network: a MONAI DenseNet classifier, :class:`ClassifierFeatures` or :class:`XRVFeatures`.
+        network: a classifier (MONAI DenseNet, ResNet...), :class:`ClassifierFeatures` or :class:`XRVFeatures`.
         images_or_datalist: a tensor ``[N, C, H, W]`` in [-1, 1], a list of datalist items (loaded by
             ``transform``, e.g. the classifier config's ``validate#preprocessing``), a Dataset or a DataLoader
             of dictionaries.

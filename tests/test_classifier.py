@@ -1,6 +1,8 @@
 """The evaluation classifier: configs/train_classifier.json (on top of configs/train.json) trains and keeps the best
 model as a MONAI ``ConfigWorkflow``, ``bundle.classifier`` reloads it, extracts features and scores AUROC, and the
-torchxrayvision feature network loads from a local cache only (faked here with untrained weights)."""
+torchxrayvision feature network loads from a local cache only (faked here with untrained weights). The independent
+classifier (configs/train_classifier_independent.json, a ResNet-18) trains and reloads the same way into its own
+folder."""
 
 from __future__ import annotations
 
@@ -14,16 +16,18 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 from monai.data import load_decathlon_datalist
 from monai.metrics import ROCAUCMetric
-from monai.networks.nets import DenseNet121
+from monai.networks.nets import DenseNet121, EfficientNetBN, ResNet, resnet18
 from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.classifier import (
     DEFAULT_CONFIGS,
+    INDEPENDENT_CONFIGS,
     ClassifierFeatures,
     MacroAUROCMetric,
     XRVFeatures,
     auroc_per_class,
+    independent_overrides,
     load_classifier,
     predict,
     xrv_available,
@@ -60,9 +64,15 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-def workflow(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
-    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
-    flow = ConfigWorkflow(config_file=list(DEFAULT_CONFIGS), logging_file=False, workflow_type="train", **settings)
+def workflow(
+    dataset_dir: Path,
+    output_dir: Path,
+    configs: tuple[str, ...] = DEFAULT_CONFIGS,
+    base: dict[str, object] = TINY,
+    **overrides: object,
+) -> ConfigWorkflow:
+    settings = {**base, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
+    flow = ConfigWorkflow(config_file=list(configs), logging_file=False, workflow_type="train", **settings)
     flow.initialize()
     return flow
 
@@ -112,6 +122,82 @@ def test_config_trains_saves_best_and_reloads(split_dataset: Path, tmp_path: Pat
         assert torch.allclose(alone(images), network(images))
 
 
+def test_the_two_configs_build_different_networks_in_different_folders(tmp_path: Path) -> None:
+    """The independent config builds a ResNet-18 where the default builds a DenseNet-121, writes elsewhere, and keeps
+    its architecture when given the first classifier's overrides (a tiny DenseNet ``classifier_def`` here)."""
+    from monai.bundle import ConfigParser
+
+    def parse(configs: tuple[str, ...], overrides: dict) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config(list(configs))
+        for key, value in {"output_dir": str(tmp_path), "num_classes": 14, **overrides}.items():
+            parser[key] = value
+        return parser
+
+    first, second = parse(DEFAULT_CONFIGS, {}), parse(INDEPENDENT_CONFIGS, {})
+    densenet, resnet = first.get_parsed_content("classifier_def"), second.get_parsed_content("classifier_def")
+    assert isinstance(densenet, DenseNet121) and isinstance(resnet, ResNet) and type(densenet) is not type(resnet)
+    assert second.get_parsed_content("network_def") is resnet  # the trainer's network is the ResNet
+    assert ClassifierFeatures(resnet).feature_dim == 512 and resnet.fc.out_features == 14
+    assert resnet.conv1.in_channels == first.get_parsed_content("image_channels") == 3
+    assert first.get_parsed_content("classifier_checkpoint") == str(tmp_path / "classifier" / "model.pt")
+    assert second.get_parsed_content("classifier_checkpoint") == str(tmp_path / "classifier_independent" / "model.pt")
+
+    shared = {**TINY, "classifier_dir": str(tmp_path / "elsewhere"), "max_epochs": 3}
+    kept = independent_overrides(shared)
+    assert "classifier_def" not in kept and "classifier_dir" not in kept and kept["max_epochs"] == 3
+    tiny_second = parse(INDEPENDENT_CONFIGS, kept)
+    assert isinstance(tiny_second.get_parsed_content("classifier_def"), ResNet)
+    assert tiny_second.get_parsed_content("classifier_dir") == str(tmp_path / "classifier_independent")
+    assert independent_overrides(None) == {}
+
+
+def test_independent_config_trains_a_resnet18_into_its_own_folder_and_reloads(
+    split_dataset: Path, tmp_path: Path
+) -> None:
+    """configs/train_classifier_independent.json through MONAI's ConfigWorkflow (what ``python -m monai.bundle run``
+    runs): two iterations of the real ResNet-18 at 64 px, its best model in ``classifier_independent/``, reloaded by
+    load_classifier as a ResNet with 512-d features."""
+    base = independent_overrides(TINY)  # the tiny DenseNet classifier_def dropped: the config's ResNet-18 trains
+    flow = workflow(split_dataset, tmp_path, INDEPENDENT_CONFIGS, base, max_epochs=1, epoch_length=2)
+    assert flow.check_properties() == []
+    flow.run()
+    flow.finalize()
+    assert isinstance(flow.parser.get_parsed_content("classifier"), ResNet)
+    ckpt = tmp_path / "classifier_independent" / "model.pt"
+    assert ckpt.is_file() and not (tmp_path / "classifier").exists()
+    assert len(list((tmp_path / "classifier_independent" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+    network = load_classifier(
+        INDEPENDENT_CONFIGS, dataset_dir=str(split_dataset), output_dir=str(tmp_path), image_size=64
+    )
+    assert isinstance(network, ResNet) and not network.training
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in saved.items())
+    class_names = json.loads((split_dataset / "datalist.json").read_text())["class_names"]
+    assert network.class_names == class_names
+
+    items = load_decathlon_datalist(split_dataset / "datalist.json", data_list_key="test", base_dir=split_dataset)
+    transform = flow.parser.get_parsed_content("validate#preprocessing")
+    images = torch.stack([transform(item)["image"] for item in items[:3]]).as_subclass(torch.Tensor)
+    features, logits = ClassifierFeatures(network)(images)
+    assert features.shape == (3, 512) and logits.shape == (3, len(class_names))
+    out = predict(network, items[:3], batch_size=2, transform=transform)
+    assert out["features"].shape == (3, 512) and out["probs"].shape == (3, len(class_names))
+    with torch.no_grad():
+        assert torch.allclose(out["probs"], torch.sigmoid(network(images)), atol=1e-5)
+
+    # From the checkpoint and the independent configs alone (sizes from the weights); the DenseNet configs refuse it.
+    alone = load_classifier(INDEPENDENT_CONFIGS, ckpt, dataset_dir=str(tmp_path / "missing"))
+    assert isinstance(alone, ResNet) and alone.class_names is None and alone.fc.out_features == len(class_names)
+    with torch.no_grad():
+        assert torch.allclose(alone(images), network(images))
+    with pytest.raises(DataError, match="does not fit the configured classifier_def"):
+        load_classifier(str(ckpt), dataset_dir=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="train_classifier_independent.json"):
+        load_classifier(INDEPENDENT_CONFIGS, output_dir=str(tmp_path / "untrained"))
+
+
 def test_classifier_learns_the_easy_findings(split_dataset: Path, tmp_path: Path) -> None:
     """Trained by the config for 10 short epochs (~6 s), the tiny DenseNet reads cardiomegaly, support devices
     and edema from held-out test images far better than chance (an untrained one scores about 0.5)."""
@@ -156,8 +242,41 @@ def test_classifier_features_are_densenet121_pooled_features() -> None:
         assert torch.allclose(logits, network(images), atol=1e-5)
     assert features.shape == (2, 1024) and ClassifierFeatures(network).feature_dim == 1024
     assert torch.allclose(features, expected, atol=1e-5)
-    with pytest.raises(TypeError, match="MONAI DenseNet"):
+    with pytest.raises(TypeError, match="convolutional classifier ending in a linear layer"):
         ClassifierFeatures(torch.nn.Linear(4, 2))
+
+
+def test_classifier_features_of_a_resnet_and_an_efficientnet() -> None:
+    """The features are the final linear layer's input whatever the layer names: ResNet's flattened ``avgpool``
+    (512-d for ResNet-18), EfficientNetBN's pooled head; the logits are the network's own output, and no hook is
+    left on the network."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    network = resnet18(spatial_dims=2, n_input_channels=3, num_classes=7, conv1_t_stride=2).eval()
+    extractor = ClassifierFeatures(network)
+    features, logits = extractor(images)
+    with torch.no_grad():
+        x = network.maxpool(network.act(network.bn1(network.conv1(images))))
+        x = network.layer4(network.layer3(network.layer2(network.layer1(x))))
+        expected = x.mean(dim=(2, 3))
+        assert torch.allclose(logits, network(images), atol=1e-5)
+    assert extractor.head is network.fc and extractor.feature_dim == 512 and extractor.num_classes == 7
+    assert features.shape == (2, 512) and logits.shape == (2, 7)
+    assert torch.allclose(features, expected, atol=1e-5)
+    assert not network.fc._forward_hooks and not network._forward_hooks
+
+    efficient = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=3, num_classes=5)
+    features, logits = ClassifierFeatures(efficient.eval())(images)
+    with torch.no_grad():
+        assert torch.allclose(logits, efficient(images), atol=1e-5)
+        assert torch.allclose(efficient._fc(features), logits, atol=1e-5)
+    assert features.shape == (2, efficient._fc.in_features) and logits.shape == (2, 5)
+
+    # A network whose output is not its last linear layer's output has no features that match its logits.
+    layers = (torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    squashed = torch.nn.Sequential(*layers, torch.nn.Tanh())
+    with pytest.raises(RuntimeError, match="not the network's last step"):
+        ClassifierFeatures(squashed)(images)
 
 
 def test_predict_batches_and_restores_the_mode() -> None:
