@@ -4,7 +4,8 @@ Examples::
 
     python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation
     python scripts/evaluate.py run --real data/embedded --generated output/generated --out output/evaluation \
-        --classifier output/classifier/model.pt --max_items 2000
+        --classifier output/classifier/model.pt --max_items 2000 \
+        --independent_classifier_checkpoint output/evaluation/classifier_independent/model.pt
     python scripts/evaluate.py run --real data/embedded --generated output/demo/generated --out output/evaluation \
         --checkpoint output/demo/models/checkpoint_final.pt --config_file "['configs/train.json','configs/demo.json']"
     python scripts/evaluate.py decode --checkpoint output/models/checkpoint_final.pt --real data/embedded \
@@ -23,7 +24,10 @@ MS-SSIM diversity, label agreement, report labels, memorisation audit; it writes
 ``<out>/report.md`` with figures and TensorBoard scalars, and prints the verdict. Without ``--classifier`` it first
 trains the evaluation classifier on the real training split (``configs/train_classifier.json``). With
 ``--checkpoint`` (an EMIXER checkpoint) it also runs ``decode`` on the real test split into ``<out>/decoder/`` and
-puts the scores under ``reports -> decoder`` in metrics.json and report.md. The same run as a MONAI bundle
+puts the scores under ``reports -> decoder`` in metrics.json and report.md. It also trains (or, with
+``--independent_classifier_checkpoint``, loads) the independent ResNet-18 classifier for a second label agreement
+(``--independent_classifier False`` skips it), scores the report baselines (``--baseline_decoder_checkpoint``: also F
+trained by teacher forcing alone) and prints the flat summary. The same run as a MONAI bundle
 workflow: ``python -m monai.bundle run --config_file configs/evaluate.json --real_dir ...``.
 
 ``decode`` evaluates the report decoder F of a trained EMIXER (:func:`bundle.evaluation.decode.evaluate_decoder`):
@@ -113,6 +117,19 @@ def print_decoder(metrics: Mapping[str, Any]) -> None:
     print_scores({key: metrics["label_f1"][key] for key in ("mean_f1", "micro_f1")})
 
 
+def print_summary(metrics: Mapping[str, Any]) -> None:
+    """Print ``metrics["summary"]`` one key a line (a missing value with its reason) and each baseline's values."""
+    summary, skipped = metrics["summary"], metrics["summary_skipped"]
+    width = max(len(key) for key in summary)
+    print("summary:")
+    for key, value in summary.items():
+        text = value if isinstance(value, (bool, str)) else f"{value:.4f}" if value is not None else "n/a"
+        print(f"  {key:<{width}}  {text}" + (f"  ({skipped[key]})" if key in skipped else ""))
+    for name, block in metrics["baselines"].items():
+        print(f"baseline {name}:")
+        print_scores({key: value for key, value in block.items() if value is None or isinstance(value, float)})
+
+
 def decode(
     checkpoint: str,
     real: str | None = None,
@@ -179,9 +196,13 @@ def run(
     checkpoint: str | None = None,
     config_file: str | Sequence[str] | None = None,
     decoder_overrides: Mapping[str, Any] | None = None,
+    independent_classifier: bool = True,
+    independent_classifier_checkpoint: str | None = None,
+    baseline_decoder_checkpoint: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """The full evaluation of a generated dataset against real data; print the verdict and where the report is.
+    """The full evaluation of a generated dataset against real data; print the verdict, the summary and where the
+    report is.
 
     Args:
         real: real dataset folder (datalist.json with training / validation / test) or its datalist file.
@@ -195,6 +216,10 @@ def run(
             the scores land in metrics.json under ``reports -> decoder`` and in report.md. Omitted: not run.
         config_file: the config files that checkpoint was trained with (default configs/train.json).
         decoder_overrides: training config values of that checkpoint, e.g. "{'image_size': 64}".
+        independent_classifier: label agreement with the independent ResNet-18 classifier too (default True).
+        independent_classifier_checkpoint: its weights; omitted, it is trained on the real training split first.
+        baseline_decoder_checkpoint: an EMIXER checkpoint whose F was trained by teacher forcing alone (same configs
+            as ``--checkpoint``): its reports on the generated images are the ``decoder_alone`` baseline.
         overrides: classifier config values, e.g. ``--max_epochs 5 --num_workers 0``.
     """
     metrics = evaluate(
@@ -214,12 +239,16 @@ def run(
         decoder_checkpoint=checkpoint,
         decoder_config=config_file,
         decoder_overrides=decoder_overrides,
+        independent_classifier=independent_classifier,
+        independent_classifier_checkpoint=independent_classifier_checkpoint,
+        baseline_decoder_checkpoint=baseline_decoder_checkpoint,
         **overrides,
     )
     print(metrics["verdict"])
     if checkpoint is not None:
         print("report decoder on the real test images:")
         print_decoder(metrics["reports"]["decoder"])
+    print_summary(metrics)
     print(f"report -> {Path(out) / 'report.md'}")
     return metrics
 

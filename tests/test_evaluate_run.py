@@ -3,12 +3,15 @@ tiny data: 120 embedded studies, evaluated at 32 px with a tiny DenseNet classif
 (one torch thread: on a shared 2-core machine more threads only contend).
 
 The "generated" sets are real images written through the paired writer, so the right answers are known: a copy of
-the real test split is as close to it as data gets (FID ~ 0, the real test AUROC, no memorisation), noise images
-are far, inverted conditioning labels disagree with the images, and copies of training images are memorised."""
+the real test split is as close to it as data gets (FID ~ 0, the real test AUROC, no memorisation, its pairs as
+consistent as real ones), noise images are far, inverted conditioning labels disagree with the images (but leave
+image-report pair consistency alone), and copies of training images are memorised. The copy run also trains the
+independent ResNet-18 classifier; the other runs reuse both checkpoints."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from bundle.classifier import DEFAULT_CONFIGS, xrv_available
 from bundle.data.errors import DataError, SkipCounter
 from bundle.evaluation.report import write_report
 from bundle.evaluation.suite import evaluate, load_image_set, read_datalist
+from bundle.evaluation.summary import BASELINE_KEYS, BASELINES, SUMMARY_KEYS
 from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
@@ -35,6 +39,29 @@ TINY_CLASSIFIER = {
 }
 SIZE = 32
 METRIC_KEYS = {"settings", "fid", "diversity", "label_agreement", "reports", "memorisation", "figures", "verdict"}
+METRIC_KEYS |= {"label_agreement_independent", "summary", "summary_skipped", "pair_consistency", "baselines"}
+
+
+def check_summary(metrics: dict) -> None:
+    """Every summary key, each a finite number, a bool or a str, or None with its reason; both baselines with every
+    report key (a value or None with its reason) and their fallback counts."""
+    import math
+
+    summary, skipped = metrics["summary"], metrics["summary_skipped"]
+    assert list(summary) == list(SUMMARY_KEYS)
+    for key, value in summary.items():
+        if value is None:
+            assert isinstance(skipped.get(key), str) and skipped[key], key
+        else:
+            assert key not in skipped, key
+            assert isinstance(value, (bool, str)) or (isinstance(value, float) and math.isfinite(value)), (key, value)
+    assert isinstance(summary["memorisation_flag"], bool)
+    assert set(BASELINES) <= set(metrics["baselines"])
+    for name in BASELINES:
+        block = metrics["baselines"][name]
+        assert set(BASELINE_KEYS) <= set(block), name
+        assert all(block[key] is not None or block["skipped_keys"].get(key) for key in BASELINE_KEYS), name
+        assert block["fallbacks"]["num_requests"] == metrics["settings"]["counts"]["generated"]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +76,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = json.loads((real / "datalist.json").read_text())
     names = data["class_names"]
 
-    def write(name: str, items: list[dict], images: np.ndarray, labels: np.ndarray) -> Path:
-        writer = PairedDatasetWriter(root / name, names)
+    def write(name: str, items: list[dict], images: np.ndarray, labels: np.ndarray, source: str | None = None) -> Path:
+        writer = PairedDatasetWriter(root / name, names, report_source=source)
         index = list(range(len(items)))
         writer.write_batch(images[:, None], [i["report"] for i in items], labels, index, index)
         writer.finalize()
@@ -66,7 +93,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "real": real,
         "configs": [*DEFAULT_CONFIGS, str(tiny)],
         "copy": write("test_copy", test, test_images, test_labels),
-        "noise": write("noise", test, noise, test_labels),
+        "noise": write("noise", test, noise, test_labels, source="image"),
         "inverted": write("inverted", test, test_images, 1 - test_labels),
         "train_copy": write("train_copy", train, train_images, np.asarray([i["labels"] for i in train])),
     }
@@ -87,6 +114,10 @@ def copy_run(work: dict[str, Path]) -> dict:
 
 def checkpoint(work: dict[str, Path]) -> Path:
     return work["root"] / "eval_copy" / "classifier" / "model.pt"
+
+
+def independent_checkpoint(work: dict[str, Path]) -> Path:
+    return work["root"] / "eval_copy" / "classifier_independent" / "model.pt"
 
 
 def test_real_copy_run_writes_metrics_report_figures_and_tensorboard(work: dict[str, Path], copy_run: dict) -> None:
@@ -117,17 +148,51 @@ def test_real_copy_run_writes_metrics_report_figures_and_tensorboard(work: dict[
     assert "reference_report" in metrics["reports"]["text_metrics"]["skipped"]
     assert metrics["reports"]["verbatim_copy_rate"] == metrics["reports"]["real_test_verbatim_copy_rate"]
 
+    # The independent classifier: a ResNet trained here into its own folder; the copy agrees as the real test does.
+    independent = metrics["label_agreement_independent"]
+    assert independent["architecture"] == "ResNet" and settings["independent_classifier"]["architecture"] == "ResNet"
+    assert settings["independent_classifier"]["trained"] and independent_checkpoint(work).is_file()
+    assert independent["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert independent["real_test"]["macro_auroc"] != agreement["real_test"]["macro_auroc"]  # another network
+
+    # The summary: the copy's pairs are the real test pairs, its reports the real test reports.
+    check_summary(metrics)
+    summary, skipped = metrics["summary"], metrics["summary_skipped"]
+    assert summary["report_source"] is None and "report_source" in skipped["report_source"]
+    assert summary["report_label_f1_real"] is None and "decoder_checkpoint" in skipped["report_label_f1_real"]
+    assert summary["pair_consistency_ratio"] == 1.0 and summary["pair_agreement_generated"] > 0
+    assert summary["pair_agreement_generated"] == summary["pair_agreement_real"]
+    assert summary["label_agreement_ratio"] == agreement["ratio"]
+    assert summary["label_agreement_ratio_independent"] == independent["ratio"]
+    assert summary["fid_ratio"] == fid["ratio"] and summary["memorisation_flag"] is False
+    assert 0 < summary["classifier_label_f1_real"] <= 1
+    for key in ("distinct_2", "self_bleu_4", "max_bleu_to_train_mean", "verbatim_rate"):
+        assert summary[key] == summary[f"{key}_real"], key
+    retrieval, common = metrics["baselines"]["retrieval_by_labels"], metrics["baselines"]["most_common_per_label_set"]
+    assert retrieval["verbatim_rate"] == common["verbatim_rate"] == 1.0 > summary["verbatim_rate"]
+    assert common["self_bleu_4"] == pytest.approx(1.0, abs=1e-6)
+    assert "decoder_alone" not in metrics["baselines"]
+
     for name, relative in metrics["figures"].items():
         assert (out / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (out / "report.md").read_text()
     assert metrics["verdict"] in report and "## Memorisation audit" in report and "## Label agreement" in report
     assert all(f"]({relative})" in report for relative in metrics["figures"].values())
+    honest = report.split("## Honest measures", 1)[1].split("\n## ", 1)[0]
+    assert "the generated datalist does not say what they were written from" in honest
+    assert "| baseline: retrieval_by_labels |" in honest and "| real test (reference) |" in honest
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
-    scalars = EventAccumulator(str(events[0])).Reload().Scalars("fid/classifier/generated_vs_test")
+    accumulator = EventAccumulator(str(events[0])).Reload()
+    scalars = accumulator.Scalars("fid/classifier/generated_vs_test")
     assert len(events) == 1 and scalars[0].value == pytest.approx(fid["generated_vs_test"], abs=1e-6)
+    numeric = [key for key, value in summary.items() if isinstance(value, (bool, float))]
+    assert {f"summary/{key}" for key in numeric} <= set(accumulator.Tags()["scalars"])
+    assert accumulator.Scalars("summary/pair_consistency_ratio")[0].value == 1.0
 
 
-def test_fid_separates_noise_through_the_command_line(work: dict[str, Path], copy_run: dict) -> None:
+def test_fid_separates_noise_through_the_command_line(
+    work: dict[str, Path], copy_run: dict, capsys: pytest.CaptureFixture
+) -> None:
     from scripts.evaluate import main
 
     out = work["root"] / "eval_noise"
@@ -149,10 +214,20 @@ def test_fid_separates_noise_through_the_command_line(work: dict[str, Path], cop
             str(SIZE),
             "--figures",
             "False",
+            "--independent_classifier_checkpoint",
+            str(independent_checkpoint(work)),
         ]
     )
     assert code == 0
-    noise = json.loads((out / "metrics.json").read_text())["fid"]["classifier"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_summary(metrics)
+    assert metrics["settings"]["independent_classifier"]["trained"] is False
+    assert metrics["summary"]["report_source"] == "image"
+    assert "Generated reports: written from the generated image." in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert "summary:" in printed and "baseline retrieval_by_labels:" in printed
+    assert re.search(rf"pair_consistency_ratio +{metrics['summary']['pair_consistency_ratio']:.4f}\n", printed)
+    noise = metrics["fid"]["classifier"]
     copy = copy_run["fid"]["classifier"]
     assert noise["validation_vs_test"] == pytest.approx(copy["validation_vs_test"])  # same real data, same network
     # Noise is several times further from real test images than other real images are; the copy is nearer.
@@ -169,6 +244,7 @@ def test_label_agreement_drops_for_wrong_conditioning_labels(work: dict[str, Pat
         classifier_config=work["configs"],
         image_size=SIZE,
         figures=False,
+        independent_classifier_checkpoint=independent_checkpoint(work),
     )
     right, wrong = copy_run["label_agreement"], metrics["label_agreement"]
     assert right["real_test"]["macro_auroc"] > 0.55  # the tiny classifier learnt something
@@ -179,6 +255,15 @@ def test_label_agreement_drops_for_wrong_conditioning_labels(work: dict[str, Pat
     assert wrong["ratio"] < 0.7 < 0.99 < right["ratio"]
     # The reports still state the true findings, so they disagree with the inverted labels too.
     assert copy_run["reports"]["label_f1"]["mean_f1"] > 0.8 > 0.3 > metrics["reports"]["label_f1"]["mean_f1"]
+    # The independent classifier sees the same flip; pair consistency reads no conditioning label and is unchanged.
+    right, wrong = copy_run["label_agreement_independent"], metrics["label_agreement_independent"]
+    for name, value in right["generated"]["auroc"].items():
+        if value is not None:
+            assert wrong["generated"]["auroc"][name] == pytest.approx(1 - value, abs=1e-6)
+    assert wrong["ratio"] < right["ratio"] and metrics["settings"]["independent_classifier"]["trained"] is False
+    check_summary(metrics)
+    assert metrics["summary"]["pair_consistency_ratio"] == copy_run["summary"]["pair_consistency_ratio"] == 1.0
+    assert metrics["summary"]["report_label_f1"] < 0.3
 
 
 def test_memorisation_audit_flags_training_copies(work: dict[str, Path], copy_run: dict) -> None:
@@ -191,6 +276,7 @@ def test_memorisation_audit_flags_training_copies(work: dict[str, Path], copy_ru
         classifier_config=work["configs"],
         image_size=SIZE,
         figures=False,
+        independent_classifier=False,
     )
     audit = metrics["memorisation"]
     assert audit["flag"] is True and audit["features"]["flag"] and audit["ssim"]["flag"]
@@ -198,6 +284,11 @@ def test_memorisation_audit_flags_training_copies(work: dict[str, Path], copy_ru
     assert audit["closest_pairs"][0]["ssim"] > 0.99
     assert metrics["reports"]["verbatim_copy_rate"] == 1.0
     assert "MEMORISATION SUSPECTED" in (out / "report.md").read_text()
+    check_summary(metrics)
+    assert metrics["summary"]["memorisation_flag"] is True and metrics["summary"]["verbatim_rate"] == 1.0
+    assert metrics["summary"]["label_agreement_ratio_independent"] is None
+    assert "independent_classifier=False" in metrics["summary_skipped"]["label_agreement_ratio_independent"]
+    assert not (out / "classifier_independent").exists()
     assert copy_run["memorisation"]["flag"] is False
 
 
@@ -216,6 +307,7 @@ def test_bundle_config_runs_the_same_evaluation(work: dict[str, Path], copy_run:
         generated_dir=str(work["copy"]),
         output_dir=str(out),
         classifier_checkpoint=str(checkpoint(work)),
+        independent_classifier_checkpoint=str(independent_checkpoint(work)),
         image_size=SIZE,
         classifier_config=work["configs"],
         figures=False,
@@ -223,7 +315,10 @@ def test_bundle_config_runs_the_same_evaluation(work: dict[str, Path], copy_run:
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["classifier"]["trained"] is False
+    assert metrics["settings"]["independent_classifier"]["trained"] is False
     assert metrics["label_agreement"] == copy_run["label_agreement"]
+    assert metrics["label_agreement_independent"] == copy_run["label_agreement_independent"]
+    assert metrics["summary"] == copy_run["summary"] and metrics["baselines"] == copy_run["baselines"]
     assert metrics["fid"]["classifier"] == pytest.approx(copy_run["fid"]["classifier"])
     assert (out / "report.md").is_file()
 
@@ -231,6 +326,9 @@ def test_bundle_config_runs_the_same_evaluation(work: dict[str, Path], copy_run:
 def test_bad_input_is_named_or_skipped(work: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no datalist"):
         evaluate(work["real"], tmp_path, tmp_path / "out")
+    for name in ("independent_classifier_checkpoint", "baseline_decoder_checkpoint"):
+        with pytest.raises(DataError, match=r"absent\.pt: missing checkpoint"):
+            evaluate(work["real"], work["copy"], tmp_path / "out", **{name: tmp_path / "absent.pt"})
     data = json.loads((work["copy"] / "datalist.json").read_text())
     data["training"][1]["labels"] = [1.0]
     data["training"][2]["image"] = "images/missing.png"

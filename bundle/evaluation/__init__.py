@@ -1,6 +1,7 @@
 """The evaluation suite's metric library: report text metrics, clinical efficacy, image fidelity and diversity,
 and the memorisation audit. Functions take reports, feature arrays and image tensors, so they do not depend
-on which network produced the features. :func:`evaluate` (``suite``) joins them into the full evaluation run and
+on which network produced the features. :func:`evaluate` (``suite``) joins them into the full evaluation run,
+:func:`summary_measures` / :func:`baseline_measures` (``summary``) give its flat summary and report baselines, and
 :func:`write_report` (``report``) writes its Markdown report."""
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from .memorisation import (
 )
 from .report import write_report
 from .suite import evaluate
+from .summary import BASELINE_KEYS, BASELINES, SUMMARY_KEYS, baseline_measures, summary_measures
 from .text_metrics import METRIC_KEYS, match_ids, read_reports_jsonl, report_metrics
 
 __all__ = [
+    "BASELINES",
+    "BASELINE_KEYS",
     "METRIC_KEYS",
     "MS_SSIM_WEIGHTS",
+    "SUMMARY_KEYS",
     "NgramIndex",
+    "baseline_measures",
     "clinical_efficacy",
     "closest_pairs_figure",
     "evaluate",
@@ -39,6 +45,7 @@ __all__ = [
     "read_reports_jsonl",
     "report_metrics",
     "ssim_nearest",
+    "summary_measures",
     "verbatim_copy_rate",
     "write_report",
 ]

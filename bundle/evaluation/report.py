@@ -306,6 +306,83 @@ def _reports_section(metrics: Mapping[str, Any]) -> list[str]:
     return lines + _decoder_lines(reports.get("decoder"))
 
 
+#: The "Honest measures" table: (column, the model's summary key, a baseline's key, the real test summary key).
+HONEST_COLUMNS: tuple[tuple[str, str | None, str | None, str | None], ...] = (
+    ("report_label_f1", "report_label_f1", "report_label_f1", "report_label_f1_real"),
+    ("classifier_label_f1", None, None, "classifier_label_f1_real"),
+    ("distinct_1", "distinct_1", "distinct_1", None),
+    ("distinct_2", "distinct_2", "distinct_2", "distinct_2_real"),
+    ("self_bleu_4", "self_bleu_4", "self_bleu_4", "self_bleu_4_real"),
+    ("max_bleu_to_train_mean", "max_bleu_to_train_mean", "max_bleu_to_train_mean", "max_bleu_to_train_mean_real"),
+    ("verbatim_rate", "verbatim_rate", "verbatim_rate", "verbatim_rate_real"),
+    ("pair_agreement", "pair_agreement_generated", "pair_agreement_generated", "pair_agreement_real"),
+    ("pair_consistency_ratio", "pair_consistency_ratio", "pair_consistency_ratio", None),
+    ("label_agreement_ratio", "label_agreement_ratio", None, None),
+    ("label_agreement_ratio_independent", "label_agreement_ratio_independent", None, None),
+    ("fid_ratio", "fid_ratio", None, None),
+    ("memorisation_flag", "memorisation_flag", None, None),
+)
+REPORT_SOURCES = {
+    "image": "written from the generated image",
+    "labels": "written from the conditioning labels (label-conditioned)",
+}
+
+
+def _honest_section(metrics: Mapping[str, Any]) -> list[str]:
+    """The summary beside the report baselines and the real test reference, in one table."""
+    summary = metrics.get("summary")
+    if not isinstance(summary, Mapping):
+        return []
+    source = summary.get("report_source")
+    written = REPORT_SOURCES.get(source, f"report source {source!r}") if source is not None else None
+    written = written or "the generated datalist does not say what they were written from"
+    reading = (
+        "Report label F1 against the conditioning labels is met by report writers that learn nothing (the baselines "
+        "return training reports carrying the requested labels, beside the same generated images), so read it with "
+        "what they fail: distinct-n (higher: more varied), self-BLEU-4 within a label set and the highest BLEU-4 to a "
+        "training report (lower: less repetitive, less copied), the verbatim copy rate, and pair consistency (the "
+        "classifier's reading of each image against the labeler's reading of its report; generated / real test)."
+    )
+    lines = ["## Honest measures", "", f"Generated reports: {written}.", "", reading, ""]
+    baselines = metrics.get("baselines", {})
+    rows = [["model", *(summary.get(model) if model else None for _, model, _, _ in HONEST_COLUMNS)]]
+    for name, block in baselines.items():
+        rows.append([f"baseline: {name}", *(block.get(key) if key else None for _, _, key, _ in HONEST_COLUMNS)])
+    rows.append(["real test (reference)", *(summary.get(real) if real else None for _, _, _, real in HONEST_COLUMNS)])
+    lines += _table(["writer", *(column for column, *_ in HONEST_COLUMNS)], rows)
+
+    counts = metrics.get("settings", {}).get("counts", {})
+    real_row = (
+        "- real test row: report_label_f1 is F's greedy reports on the real test images against their labels, "
+        "classifier_label_f1 the classifier's reading of those images (thresholds from the validation split) against "
+        f"their labels; distinct_2 on at most as many test reports as generated ones ({counts.get('generated')})."
+    )
+    same_images = (
+        "- baselines pair their reports with the model's generated images: the image measures (label agreement, FID, "
+        "memorisation) are the model's."
+    )
+    notes = [real_row, same_images]
+    pair = metrics.get("pair_consistency", {})
+    if isinstance(pair, Mapping) and pair.get("generated_chance") is not None:
+        notes.append(
+            f"- pair agreement by chance (reports paired with images at random): generated "
+            f"{format_value(pair['generated_chance'])}, real test {format_value(pair.get('real_chance'))}."
+        )
+    for name, block in baselines.items():
+        fallbacks = block.get("fallbacks")
+        if isinstance(fallbacks, Mapping) and fallbacks.get("num_fallbacks"):
+            notes.append(
+                f"- {name}: {fallbacks['num_fallbacks']} of {fallbacks['num_requests']} requested label sets carried "
+                "by no training report, answered from the nearest ones (mean Hamming distance "
+                f"{format_value(fallbacks['mean_fallback_distance'])})."
+            )
+    skipped = [f"{key}: {reason}" for key, reason in metrics.get("summary_skipped", {}).items()]
+    for name, block in baselines.items():
+        skipped += [f"{name} {key}: {reason}" for key, reason in block.get("skipped_keys", {}).items()]
+    notes += [f"- not computed: {item}" for item in skipped]
+    return lines + notes + [""]
+
+
 def _memorisation_section(metrics: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
     audit = metrics.get("memorisation")
     if not audit:
@@ -343,8 +420,9 @@ def _memorisation_section(metrics: Mapping[str, Any], figures: Mapping[str, str]
 def write_report(metrics: Mapping[str, Any], path: str | PathLike) -> Path:
     """Write the Markdown report of an evaluation run (``metrics.json``'s content) to ``path``.
 
-    Sections: the verdict line, data, fidelity (FID), diversity (MS-SSIM), label agreement, reports,
-    memorisation audit, and links to the figures listed in ``metrics["figures"]`` (paths relative to ``path``).
+    Sections: the verdict line, data, fidelity (FID), diversity (MS-SSIM), label agreement, reports, honest measures
+    (the summary beside the report baselines and the real test reference), memorisation audit, and links to the
+    figures listed in ``metrics["figures"]`` (paths relative to ``path``).
     """
     figures = dict(metrics.get("figures", {}))
     verdict = metrics.get("verdict") or verdict_line(metrics)
@@ -354,6 +432,7 @@ def write_report(metrics: Mapping[str, Any], path: str | PathLike) -> Path:
     lines += _diversity_section(metrics)
     lines += _agreement_section(metrics, figures)
     lines += _reports_section(metrics)
+    lines += _honest_section(metrics)
     lines += _memorisation_section(metrics, figures)
     if "samples" in figures:
         lines += ["## Samples", "", f"![samples]({figures['samples']})", ""]

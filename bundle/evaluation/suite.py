@@ -10,12 +10,16 @@
   machine), generated vs real test, beside real validation vs real test at the same set size as the reference;
 * diversity: MS-SSIM between generated images that share a conditioning label set;
 * label agreement: classifier AUROC of generated images against their conditioning labels, beside the same on
-  the real test split, and their ratio;
+  the real test split, and their ratio; the same with the independent ResNet-18 classifier, never a training term;
 * reports: label F1 of generated reports against their conditioning labels, verbatim copies of training
   reports, and BLEU / CIDEr / ROUGE-L / METEOR when the generated items carry a ``reference_report``;
 * report decoder (with an EMIXER checkpoint): F's greedy reports on the real test images against the real reports,
   BLEU-1..4 / CIDEr / ROUGE-L / METEOR, clinical efficacy and label F1 (:mod:`.decode`), under ``reports -> decoder``;
-* memorisation audit (held-out = real test) on classifier features, SSIM and report n-grams.
+* memorisation audit (held-out = real test) on classifier features, SSIM and report n-grams;
+* the flat ``summary`` and the report ``baselines`` (:mod:`.summary`): every report figure beside reports that learn
+  nothing (retrieval by label set, most common per label set, optionally F trained by teacher forcing alone), and
+  non-circular measures (image-report pair consistency, the classifier on real test images, report diversity and
+  novelty).
 
 It writes ``metrics.json`` (summary), ``memorisation.json`` (per-sample audit), ``report.md`` with ``figures/``,
 and TensorBoard scalars under ``tensorboard/``. A metric that cannot be computed is an entry
@@ -44,7 +48,6 @@ import torch.nn as nn
 from bundle.classifier import (
     DEFAULT_CONFIGS,
     XRVFeatures,
-    auroc_per_class,
     load_classifier,
     predict,
     xrv_available,
@@ -526,6 +529,9 @@ def evaluate(
     decoder_checkpoint: str | PathLike | None = None,
     decoder_config: str | PathLike | Sequence[str | PathLike] | None = None,
     decoder_overrides: Mapping[str, Any] | None = None,
+    independent_classifier: bool = True,
+    independent_classifier_checkpoint: str | PathLike | None = None,
+    baseline_decoder_checkpoint: str | PathLike | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate a generated paired dataset against real data; write metrics.json, report.md, figures, TensorBoard.
@@ -557,14 +563,41 @@ def evaluate(
             ``configs/train.json``); ``decoder_overrides`` may also set options of
             :func:`bundle.evaluation.decode.evaluate_decoder` (``batch_size``, ``max_items``, ``split``...), which
             default to this run's.
+        independent_classifier: label agreement with the independent classifier too (a MONAI ResNet-18,
+            ``configs/train_classifier_independent.json`` layered on ``classifier_config``) into
+            ``metrics["label_agreement_independent"]``. It is never used in any training term (the first classifier
+            does the task of D's finding head and F's label head, which train G), so its agreement does not rest on
+            one kind of network. False: skipped (``{"skipped": reason}``).
+        independent_classifier_checkpoint: its weights; None trains it here on the real training split exactly as
+            the first one (``overrides`` without the first one's architecture and files,
+            :func:`bundle.classifier.independent_overrides`) into ``<out_dir>/classifier_independent/``.
+        baseline_decoder_checkpoint: an EMIXER checkpoint whose F was trained by teacher forcing alone (trained with
+            ``decoder_config`` / ``decoder_overrides``): its reports on the generated images are scored as the
+            ``decoder_alone`` baseline (files under ``<out_dir>/decoder_alone/``). None: that baseline is left out.
         overrides: classifier config values (``max_epochs``, ``classifier_def``, ``num_workers``...), used for
             training and for rebuilding the network.
 
     Returns:
-        the content of ``metrics.json``.
+        the content of ``metrics.json``; ``summary`` (one flat value per :data:`.summary.SUMMARY_KEYS` key, None with
+        the reason in ``summary_skipped``) and ``baselines`` are described in :mod:`.summary`.
     """
+    from .summary import (  # summary builds on this module
+        ReportTexts,
+        baseline_measures,
+        check_class_count,
+        decoder_alone_reports,
+        image_readings,
+        independent_label_agreement,
+        label_agreement,
+        read_report_source,
+        summary_measures,
+    )
+
     if xrv not in ("auto", True, False):
         raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
+    for path, what in ((independent_classifier_checkpoint, "classifier"), (baseline_decoder_checkpoint, "decoder")):
+        if path is not None and not Path(path).is_file():  # before the slow steps
+            raise DataError(path, f"missing checkpoint (the {what} checkpoint given for the evaluation)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -625,12 +658,7 @@ def evaluate(
         )
         classifier_checkpoint, best_val = train_classifier(files, out, settings)
     network = load_classifier(files, classifier_checkpoint, device, **settings)
-    num_outputs = network.class_layers.out.out_features if hasattr(network, "class_layers") else None
-    if num_outputs is not None and num_outputs != len(real_list.class_names):
-        raise DataError(
-            classifier_checkpoint,
-            f"the classifier predicts {num_outputs} classes but the real datalist has {len(real_list.class_names)}",
-        )
+    check_class_count(network, classifier_checkpoint, len(real_list.class_names))
 
     logger.info("classifier features of %s", ", ".join(f"{len(s)} {n}" for n, s in sets.items()))
     empty = {"features": torch.zeros(0, 1), "probs": torch.zeros(0, len(real_list.class_names))}
@@ -652,15 +680,24 @@ def evaluate(
         "generated": _diversity(sets["generated"], classes, ms_ssim_per_set),
         "real_test": _diversity(sets["test"], classes, ms_ssim_per_set),
     }
-    gen_auroc = auroc_per_class(outputs["generated"]["probs"][:, real_columns], sets["generated"].labels, classes)
-    test_auroc = auroc_per_class(outputs["test"]["probs"][:, real_columns], sets["test"].labels, classes)
-    g, r = gen_auroc["macro_auroc"], test_auroc["macro_auroc"]
-    metrics["label_agreement"] = {
-        "classes": classes,
-        "generated": gen_auroc,
-        "real_test": test_auroc,
-        "ratio": g / r if g is not None and r else None,
-    }
+    probs = {name: o["probs"][:, real_columns] for name, o in outputs.items()}
+    metrics["label_agreement"] = label_agreement(
+        probs["generated"], sets["generated"].labels, probs["test"], sets["test"].labels, classes
+    )
+    metrics["label_agreement_independent"], independent = independent_label_agreement(
+        independent_classifier,
+        independent_classifier_checkpoint,
+        config_files=files,
+        real=real_list,
+        sets=sets,
+        classes=classes,
+        real_columns=real_columns,
+        out_dir=out,
+        image_size=image_size,
+        overrides=overrides,
+        device=device,
+        batch_size=batch_size,
+    )
     metrics["reports"] = _reports(sets["generated"], sets["test"], sets["training"], classes, gen_columns, meteor)
     if decoder is not None:
         metrics["reports"]["decoder"] = decoder
@@ -679,6 +716,31 @@ def evaluate(
         seed=seed,
     )
     metrics["memorisation"] = _audit_summary(audit)
+
+    texts = ReportTexts.from_sets(sets["generated"], sets["test"], real_list, classes, real_columns)
+    val_labels = sets["validation"].labels if "validation" in sets else np.zeros((0, len(classes)))
+    readings = image_readings(probs["validation"], val_labels, probs["test"], probs["generated"])
+    metrics["summary"], metrics["summary_skipped"], metrics["pair_consistency"] = summary_measures(
+        metrics, read_report_source(gen_list.path), texts, readings, seed
+    )
+    alone = None
+    if baseline_decoder_checkpoint is not None:
+        logger.info("baseline report decoder %s on the generated images", baseline_decoder_checkpoint)
+        alone = decoder_alone_reports(
+            baseline_decoder_checkpoint,
+            sets["generated"],
+            gen_list.class_names,
+            real_list,
+            out / "decoder_alone",
+            config_file=decoder_config,
+            overrides=decoder_overrides,
+            device=device,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            seed=seed,
+        )
+    alone_info = {"checkpoint": str(baseline_decoder_checkpoint)}
+    metrics["baselines"] = baseline_measures(texts, readings, seed, alone, alone_info)
 
     figure_paths: dict[str, Path] = {}
     if figures:
@@ -711,6 +773,7 @@ def evaluate(
             "config_files": files,
             "best_validation_macro_auroc": best_val,
         },
+        "independent_classifier": independent,
     }
     metrics = to_jsonable(metrics)
     metrics["verdict"] = verdict_line(metrics)
