@@ -201,6 +201,11 @@ class EMIXERTrainer(Trainer):
             reports judged by D_report and D_joint); G still gets them through F in full. 1 = the paper's
             end-to-end training; below 1, F leans on teacher forcing: on the CPU demo the full adversarial gradient
             undid in about 150 iterations the language a warmed-up F had learnt (teacher-forcing loss 1.3 -> 3.0).
+        f_image_adversarial_weight: the same scale for F's image reading alone (its encoder and label head:
+            ``ReportDecoder.image_reader_parameters``); None = ``f_adversarial_weight``. At 0 F reads images as it
+            learnt from real pairs (teacher forcing, the head's BCE) while the adversarial terms still shape how it
+            writes (sentence and word LSTMs, embeddings); G's gradient through F is unaffected (that is
+            ``text_grad_to_generator``).
         text_grad_to_generator: scale of the gradient G's report and joint terms send back to G through F's reading
             of its image (the paper's end-to-end path; ``True`` = 1, ``False`` = 0). At 0 G's reports are written
             from a detached copy of its images, so D_joint judges G's images through its image branch only; between
@@ -270,6 +275,7 @@ class EMIXERTrainer(Trainer):
         consistency_weight: float = 0.0,
         stop_weight: float = 1.0,
         f_adversarial_weight: float = 1.0,
+        f_image_adversarial_weight: float | None = None,
         text_grad_to_generator: bool | float = True,
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
@@ -344,6 +350,13 @@ class EMIXERTrainer(Trainer):
         if f_adversarial_weight < 0:
             raise ValueError(f"f_adversarial_weight={f_adversarial_weight} must be >= 0")
         self.f_adversarial_weight = float(f_adversarial_weight)
+        if f_image_adversarial_weight is None:
+            f_image_adversarial_weight = self.f_adversarial_weight
+        if f_image_adversarial_weight < 0:
+            raise ValueError(f"f_image_adversarial_weight={f_image_adversarial_weight} must be >= 0 (or None)")
+        self.f_image_adversarial_weight = float(f_image_adversarial_weight)
+        reader = getattr(report_decoder, "image_reader_parameters", None)
+        self._f_image_params = {id(p) for p in reader()} if callable(reader) else set()
         if float(text_grad_to_generator) < 0:
             raise ValueError(f"text_grad_to_generator={text_grad_to_generator} must be >= 0 (a gradient scale)")
         self.text_grad_to_generator = float(text_grad_to_generator)
@@ -628,9 +641,10 @@ class EMIXERTrainer(Trainer):
             if engine.f_optimizer is not None:
                 engine.f_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             if g_total.requires_grad:
-                if engine.f_adversarial_weight != 1.0 and adversarial.requires_grad:
+                scaled = engine.f_adversarial_weight != 1.0 or engine.f_image_adversarial_weight != 1.0
+                if scaled and adversarial.requires_grad:
                     engine.g_scaler.scale(adversarial).backward()
-                    engine._scale_decoder_grads(engine.f_adversarial_weight)
+                    engine._scale_decoder_grads(engine.f_adversarial_weight, engine.f_image_adversarial_weight)
                     if teacher is not None:
                         engine.g_scaler.scale(teacher).backward()
                 else:
@@ -752,11 +766,13 @@ class EMIXERTrainer(Trainer):
             for p in f_params:
                 p.requires_grad_(True)
 
-    def _scale_decoder_grads(self, weight: float) -> None:
-        """Scale the gradients F got so far (those of the adversarial terms) by ``weight`` (0: drop them)."""
+    def _scale_decoder_grads(self, weight: float, image_weight: float) -> None:
+        """Scale the gradients F got so far (those of the adversarial terms) by ``weight``, and those of its image
+        reading by ``image_weight`` (0: drop them)."""
         for p in self.report_decoder.parameters():
             if p.grad is not None:
-                p.grad.zero_() if weight == 0 else p.grad.mul_(weight)
+                w = image_weight if id(p) in self._f_image_params else weight
+                p.grad.zero_() if w == 0 else p.grad.mul_(w)
 
     def _set_d_requires_grad(self, flag: bool) -> None:
         for p in self._d_params:

@@ -392,6 +392,31 @@ def test_f_adversarial_weight_scales_only_what_f_learns_from_the_adversarial_ter
         make_trainer([batch], f_adversarial_weight=-1.0)
 
 
+def test_f_image_adversarial_weight_keeps_fs_image_reading_to_real_pairs(batch) -> None:
+    """``f_image_adversarial_weight`` 0: with only adversarial terms on, F's encoder and label head do not move while
+    its language part and G do; None follows ``f_adversarial_weight`` (everything in F moves)."""
+    moved = {}
+    for image_weight in (0.0, None):
+        torch.manual_seed(0)
+        networks = build_networks()
+        decoder = networks["report_decoder"]
+        reader = {id(p) for p in decoder.image_reader_parameters()}
+        assert reader and len(reader) < len(list(decoder.parameters()))
+        before = {id(p): p.detach().clone() for p in decoder.parameters()}
+        g_before = params_of(networks["generator"])
+        trainer = make_trainer(
+            [batch], networks, f_lr=1e-2, use_teacher_forcing=False, f_image_adversarial_weight=image_weight
+        )
+        trainer.run()
+        changed = {id(p) for p in decoder.parameters() if not torch.equal(before[id(p)], p.detach())}
+        moved[image_weight] = (bool(changed & reader), bool(changed - reader))
+        assert any(not torch.equal(a, b) for a, b in zip(g_before, networks["generator"].parameters()))
+    assert moved[0.0] == (False, True)
+    assert moved[None] == (True, True)
+    with pytest.raises(ValueError, match="f_image_adversarial_weight"):
+        make_trainer([batch], f_image_adversarial_weight=-1.0)
+
+
 def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -> None:
     """With only the report term on, G moves through F's reading of its image; with ``text_grad_to_generator``
     off it does not, while F still does (``f_adversarial_weight`` 1). The joint term still reaches G (image

@@ -208,6 +208,11 @@ class ReportDecoder(nn.Module):
         keep = torch.ones_like(probs[:, :1]) if labelled is None else labelled.to(probs.dtype).reshape(-1, 1)
         return torch.cat([inputs[:, :-k], keep * truth + (1 - keep) * probs], dim=1)
 
+    def image_reader_parameters(self) -> list[nn.Parameter]:
+        """The parameters that read the image: the encoder and the label head (the rest writes the report)."""
+        head = [] if self.label_head is None else list(self.label_head.parameters())
+        return list(self.encoder.parameters()) + head
+
     def label_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Finding logits ``[B, num_classes]`` of the label head."""
         if self.label_head is None:
