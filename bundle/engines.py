@@ -206,6 +206,12 @@ class EMIXERTrainer(Trainer):
             learnt from real pairs (teacher forcing, the head's BCE) while the adversarial terms still shape how it
             writes (sentence and word LSTMs, embeddings); G's gradient through F is unaffected (that is
             ``text_grad_to_generator``).
+        f_adversarial_max_ratio: bound on F's adversarial gradient relative to its teacher-forcing gradient: each of
+            F's parameter tensors takes the (weighted) adversarial gradient scaled down, where needed, to at most
+            this fraction of the norm of its teacher-forcing gradient in the same step. Adam divides every update by
+            a running gradient scale, so a fixed weight does not stop a term whose gradients are larger or noisier
+            from setting the direction; under the bound, teacher forcing keeps the direction and the adversarial
+            terms nudge it. None: no bound (the paper's plain sum).
         text_grad_to_generator: scale of the gradient G's report and joint terms send back to G through F's reading
             of its image (the paper's end-to-end path; ``True`` = 1, ``False`` = 0). At 0 G's reports are written
             from a detached copy of its images, so D_joint judges G's images through its image branch only; between
@@ -276,6 +282,7 @@ class EMIXERTrainer(Trainer):
         stop_weight: float = 1.0,
         f_adversarial_weight: float = 1.0,
         f_image_adversarial_weight: float | None = None,
+        f_adversarial_max_ratio: float | None = None,
         text_grad_to_generator: bool | float = True,
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
@@ -355,6 +362,9 @@ class EMIXERTrainer(Trainer):
         if f_image_adversarial_weight < 0:
             raise ValueError(f"f_image_adversarial_weight={f_image_adversarial_weight} must be >= 0 (or None)")
         self.f_image_adversarial_weight = float(f_image_adversarial_weight)
+        if f_adversarial_max_ratio is not None and f_adversarial_max_ratio < 0:
+            raise ValueError(f"f_adversarial_max_ratio={f_adversarial_max_ratio} must be >= 0 (or None)")
+        self.f_adversarial_max_ratio = None if f_adversarial_max_ratio is None else float(f_adversarial_max_ratio)
         reader = getattr(report_decoder, "image_reader_parameters", None)
         self._f_image_params = {id(p) for p in reader()} if callable(reader) else set()
         if float(text_grad_to_generator) < 0:
@@ -642,11 +652,15 @@ class EMIXERTrainer(Trainer):
                 engine.f_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             if g_total.requires_grad:
                 scaled = engine.f_adversarial_weight != 1.0 or engine.f_image_adversarial_weight != 1.0
-                if scaled and adversarial.requires_grad:
+                bounded = engine.f_adversarial_max_ratio is not None and teacher is not None
+                if (scaled or bounded) and adversarial.requires_grad:
                     engine.g_scaler.scale(adversarial).backward()
                     engine._scale_decoder_grads(engine.f_adversarial_weight, engine.f_image_adversarial_weight)
+                    stashed = engine._take_decoder_grads() if bounded else None
                     if teacher is not None:
                         engine.g_scaler.scale(teacher).backward()
+                    if stashed is not None:
+                        engine._add_bounded_decoder_grads(stashed, engine.f_adversarial_max_ratio)
                 else:
                     engine.g_scaler.scale(g_total).backward()
                 if engine.distributed:
@@ -773,6 +787,25 @@ class EMIXERTrainer(Trainer):
             if p.grad is not None:
                 w = image_weight if id(p) in self._f_image_params else weight
                 p.grad.zero_() if w == 0 else p.grad.mul_(w)
+
+    def _take_decoder_grads(self) -> list[torch.Tensor | None]:
+        """F's current gradients (its adversarial ones), removed from the parameters, in parameter order."""
+        taken = []
+        for p in self.report_decoder.parameters():
+            taken.append(p.grad)
+            p.grad = None
+        return taken
+
+    def _add_bounded_decoder_grads(self, adversarial: Sequence[torch.Tensor | None], ratio: float) -> None:
+        """Add each stashed adversarial gradient to F's (teacher-forcing) gradient, scaled down to at most ``ratio``
+        x that gradient's norm (dropped where F's tensor got no teacher-forcing gradient)."""
+        for p, extra in zip(self.report_decoder.parameters(), adversarial):
+            if extra is None or p.grad is None:
+                continue
+            limit = ratio * torch.linalg.vector_norm(p.grad)
+            norm = torch.linalg.vector_norm(extra)
+            scale = torch.where(norm > limit, limit / norm.clamp(min=torch.finfo(norm.dtype).tiny), norm.new_ones(()))
+            p.grad.add_(extra * scale)
 
     def _set_d_requires_grad(self, flag: bool) -> None:
         for p in self._d_params:

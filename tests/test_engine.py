@@ -417,6 +417,40 @@ def test_f_image_adversarial_weight_keeps_fs_image_reading_to_real_pairs(batch) 
         make_trainer([batch], f_image_adversarial_weight=-1.0)
 
 
+def test_f_adversarial_max_ratio_bounds_each_tensor_by_its_teacher_forcing_gradient(batch) -> None:
+    """The bound: each of F's adversarial gradients is scaled to at most ``ratio`` x the norm of the same tensor's
+    teacher-forcing gradient (kept as is when smaller, dropped where that tensor got none); in a run, ratio 0 trains
+    F exactly as with no adversarial share at all."""
+    trainer = make_trainer([batch], f_lr=1e-2)
+    params = list(trainer.report_decoder.parameters())
+    for k, p in enumerate(params):
+        p.grad = torch.full_like(p, 10.0) if k % 2 else torch.full_like(p, 0.001)
+    adversarial = trainer._take_decoder_grads()
+    assert all(p.grad is None for p in params)
+    for p in params[:-1]:
+        p.grad = torch.ones_like(p)
+    trainer._add_bounded_decoder_grads(adversarial, 0.5)
+    for k, (p, extra) in enumerate(zip(params[:-1], adversarial)):
+        added = p.grad - 1.0
+        limit = 0.5 * float(torch.linalg.vector_norm(torch.ones_like(p)))
+        if k % 2:
+            assert torch.allclose(torch.linalg.vector_norm(added), torch.tensor(limit), rtol=1e-4)
+        else:
+            assert torch.allclose(added, extra, atol=1e-6)
+    assert params[-1].grad is None
+    with pytest.raises(ValueError, match="f_adversarial_max_ratio"):
+        make_trainer([batch], f_adversarial_max_ratio=-0.1)
+
+    after = {}
+    for setting in ({"f_adversarial_max_ratio": 0.0}, {"f_adversarial_weight": 0.0}):
+        torch.manual_seed(0)
+        networks = build_networks()
+        make_trainer([batch], networks, f_lr=1e-2, **setting).run()
+        after[str(setting)] = [p.detach().clone() for p in networks["report_decoder"].parameters()]
+    first, second = after.values()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first, second))
+
+
 def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -> None:
     """With only the report term on, G moves through F's reading of its image; with ``text_grad_to_generator``
     off it does not, while F still does (``f_adversarial_weight`` 1). The joint term still reaches G (image
