@@ -217,6 +217,12 @@ class EMIXERTrainer(Trainer):
             from a detached copy of its images, so D_joint judges G's images through its image branch only; between
             0 and 1 the path stays on with a smaller step: the forward pass is unchanged, only the gradient that
             crosses F into G is scaled.
+        text_grad_max_ratio: bound on that gradient relative to the image terms' (D_image, rotation, auxiliary
+            classifier, consistency): on each generated image, the gradient that crosses F is scaled down, where
+            needed, to at most this fraction of the norm of the image terms' gradient on the same image (then times
+            ``text_grad_to_generator``). A gradient through a sharp image reader acts like an adversarial-example
+            perturbation; under the bound the image terms keep the direction of G's step. None: no bound. Costs
+            two extra partial backward passes per iteration.
         report_warmup_iterations: teacher-forcing steps of F alone (its optimiser, the training batches) before
             the first GAN iteration of a fresh run (not of a resumed one). A decoder that already writes reports
             gives the report and joint discriminators real text to judge from the start, and one F step costs a
@@ -284,6 +290,7 @@ class EMIXERTrainer(Trainer):
         f_image_adversarial_weight: float | None = None,
         f_adversarial_max_ratio: float | None = None,
         text_grad_to_generator: bool | float = True,
+        text_grad_max_ratio: float | None = None,
         report_warmup_iterations: int = 0,
         consistency_snapshot_iteration: int | None = None,
         report_steps_per_iteration: int = 0,
@@ -370,6 +377,9 @@ class EMIXERTrainer(Trainer):
         if float(text_grad_to_generator) < 0:
             raise ValueError(f"text_grad_to_generator={text_grad_to_generator} must be >= 0 (a gradient scale)")
         self.text_grad_to_generator = float(text_grad_to_generator)
+        if text_grad_max_ratio is not None and text_grad_max_ratio < 0:
+            raise ValueError(f"text_grad_max_ratio={text_grad_max_ratio} must be >= 0 (or None)")
+        self.text_grad_max_ratio = None if text_grad_max_ratio is None else float(text_grad_max_ratio)
         if diff_augment is None or callable(diff_augment):
             self.diff_augment = diff_augment
         else:
@@ -627,16 +637,25 @@ class EMIXERTrainer(Trainer):
                     add("g_consistency", loss)
                     g_total = g_total + engine.consistency_weight * loss
                 if use_text:
-                    s_fake = engine._sample_reports(scale_gradient(x_fake, engine.text_grad_to_generator), y_fake)
+                    bound = engine.text_grad_max_ratio is not None and engine.text_grad_to_generator > 0
+                    image_terms = g_total
+                    x_text = x_fake.detach().requires_grad_(True) if bound else x_fake
+                    s_fake = engine._sample_reports(
+                        x_text if bound else scale_gradient(x_fake, engine.text_grad_to_generator), y_fake
+                    )
+                    text_terms = real.new_zeros(())
                     if engine.use_report_loss:
                         loss = generator_loss(engine.report_discriminator(s_fake).float(), engine.adversarial_loss)
                         add("g_report", loss)
-                        g_total = g_total + engine.report_loss_weight * loss
+                        text_terms = text_terms + engine.report_loss_weight * loss
                     if engine.use_joint_loss:
                         logits = engine.joint_discriminator(x_fake, s_fake)
                         loss = generator_loss(logits.float(), engine.adversarial_loss)
                         add("g_joint", loss)
-                        g_total = g_total + engine.joint_loss_weight * loss
+                        text_terms = text_terms + engine.joint_loss_weight * loss
+                    g_total = g_total + text_terms
+                    if bound:
+                        g_total = g_total + engine._bounded_text_gradient(x_fake, x_text, image_terms, text_terms)
                 adversarial, teacher = g_total, None
                 if engine.use_teacher_forcing:
                     f_losses = engine._teacher_forcing_loss(batch)
@@ -787,6 +806,27 @@ class EMIXERTrainer(Trainer):
             if p.grad is not None:
                 w = image_weight if id(p) in self._f_image_params else weight
                 p.grad.zero_() if w == 0 else p.grad.mul_(w)
+
+    def _bounded_text_gradient(
+        self, x_fake: torch.Tensor, x_text: torch.Tensor, image_terms: torch.Tensor, text_terms: torch.Tensor
+    ) -> torch.Tensor:
+        """A term whose gradient on G's images is the text terms' gradient through F (read on ``x_text``, a detached
+        copy of ``x_fake``), scaled per image to at most ``text_grad_max_ratio`` x the norm of the image terms'
+        gradient on that image, times ``text_grad_to_generator``."""
+        (text_grad,) = torch.autograd.grad(text_terms, x_text, retain_graph=True, allow_unused=True)
+        if text_grad is None:
+            return x_fake.new_zeros(())
+        image_grad = None
+        if image_terms.requires_grad:
+            (image_grad,) = torch.autograd.grad(image_terms, x_fake, retain_graph=True, allow_unused=True)
+        dims = tuple(range(1, x_fake.dim()))
+        text_norm = torch.linalg.vector_norm(text_grad, dim=dims, keepdim=True)
+        if image_grad is None:
+            limit = torch.zeros_like(text_norm)
+        else:
+            limit = self.text_grad_max_ratio * torch.linalg.vector_norm(image_grad, dim=dims, keepdim=True)
+        scale = torch.where(text_norm > limit, limit / text_norm.clamp(min=torch.finfo(text_norm.dtype).tiny), 1.0)
+        return (x_fake * (self.text_grad_to_generator * scale * text_grad).detach()).sum()
 
     def _take_decoder_grads(self) -> list[torch.Tensor | None]:
         """F's current gradients (its adversarial ones), removed from the parameters, in parameter order."""

@@ -517,6 +517,41 @@ def test_text_grad_to_generator_weight_scales_gs_report_gradient(batch) -> None:
         make_trainer([batch], text_grad_to_generator=-0.5)
 
 
+def test_text_grad_max_ratio_bounds_gs_gradient_through_f(batch) -> None:
+    """``text_grad_max_ratio``: G's step is the image terms' plus the gradient through F scaled per image to at most
+    ratio x the image terms' norm. Ratio 0 gives G exactly the step of ``text_grad_to_generator`` 0; a large ratio
+    the step of the unbounded path (the bound then never binds); a small one something between."""
+    def g_after(**kwargs: float | None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        networks = build_networks()
+        trainer = make_trainer(
+            [batch],
+            networks,
+            use_teacher_forcing=False,
+            use_rotation_loss=False,
+            use_joint_loss=False,
+            report_loss_weight=1e3,  # the path through F must stand out from float noise in G's step
+            f_adversarial_weight=0.0,
+            **kwargs,
+        )
+        trainer.g_optimizer = torch.optim.SGD(networks["generator"].parameters(), lr=1.0)
+        trainer.run()
+        return [p.detach().clone() for p in networks["generator"].parameters()]
+
+    def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        return sum(float((x - y).abs().sum()) for x, y in zip(a, b))
+
+    off = g_after(text_grad_to_generator=0.0)
+    free = g_after(text_grad_to_generator=1.0)
+    assert distance(off, free) > 0
+    assert distance(g_after(text_grad_to_generator=1.0, text_grad_max_ratio=0.0), off) < 1e-5
+    assert distance(g_after(text_grad_to_generator=1.0, text_grad_max_ratio=1e9), free) < 1e-4 * distance(off, free)
+    gaps = [distance(g_after(text_grad_to_generator=1.0, text_grad_max_ratio=r), off) for r in (1e-2, 1e-4, 1e-6)]
+    assert gaps[-1] < 0.5 * distance(free, off) and gaps == sorted(gaps, reverse=True)
+    with pytest.raises(ValueError, match="text_grad_max_ratio"):
+        make_trainer([batch], text_grad_max_ratio=-1.0)
+
+
 def test_diff_augment_transforms_every_image_d_image_reads(batch) -> None:
     """``diff_augment``: the reals and fakes of D's step and the fakes of G's step reach D_image through the
     augmentation, each batch separately; a list of policy names builds a ``DiffAugment``, an empty one is off."""
