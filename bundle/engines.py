@@ -515,11 +515,19 @@ class EMIXERTrainer(Trainer):
         return contextlib.nullcontext()
 
     def _sample_reports(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Word distributions ``[B, S, W, V]`` of F's straight-through Gumbel-softmax reports for ``images`` drawn
-        for ``labels`` (which a ``label_conditioned`` F writes from)."""
-        return self.report_decoder.sample(
-            images, temperature=self.gumbel_temperature, hard=True, gumbel=True, labels=labels
-        )["word_probs"]
+        """Word distributions ``[B, S, W, V]`` of F's straight-through Gumbel-softmax reports for G's ``images`` drawn
+        for ``labels`` (which a ``label_conditioned`` F writes from). F reads them in eval mode: its BatchNorms use,
+        and do not update, the running statistics of the real images it learns from, so generated images never
+        shift how it reads real ones (gradients flow as in train mode)."""
+        f = self.report_decoder
+        was_training = f.training
+        f.eval()
+        try:
+            return f.sample(images, temperature=self.gumbel_temperature, hard=True, gumbel=True, labels=labels)[
+                "word_probs"
+            ]
+        finally:
+            f.train(was_training)
 
     @staticmethod
     def _fake_labels(labels: torch.Tensor, index: torch.Tensor | None, step: int, size: int) -> torch.Tensor:

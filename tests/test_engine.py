@@ -552,6 +552,24 @@ def test_text_grad_max_ratio_bounds_gs_gradient_through_f(batch) -> None:
         make_trainer([batch], text_grad_max_ratio=-1.0)
 
 
+def test_f_reads_generated_images_without_moving_its_batchnorm_statistics(batch) -> None:
+    """F's BatchNorm running statistics come from the real images of teacher forcing alone: a run whose text terms make
+    F read G's images (D's and G's steps) ends with the same statistics as one where F never reads them."""
+    stats = {}
+    for text in (True, False):
+        torch.manual_seed(0)
+        networks = build_networks()
+        make_trainer([batch], networks, use_report_loss=text, use_joint_loss=text).run()
+        stats[text] = {
+            name: buffer.clone()
+            for name, buffer in networks["report_decoder"].named_buffers()
+            if "running" in name
+        }
+    assert stats[True]
+    for name, value in stats[True].items():
+        assert torch.allclose(value, stats[False][name], atol=1e-6), name
+
+
 def test_diff_augment_transforms_every_image_d_image_reads(batch) -> None:
     """``diff_augment``: the reals and fakes of D's step and the fakes of G's step reach D_image through the
     augmentation, each batch separately; a list of policy names builds a ``DiffAugment``, an empty one is off."""
