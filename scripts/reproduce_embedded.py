@@ -66,7 +66,8 @@ CLASSIFIER_CONFIGS = [str(CONFIG_DIR / "train.json"), str(CONFIG_DIR / "train_cl
 #: warm-up, then one teacher-forcing step per GAN iteration.
 DECODER_ALONE = "decoder_alone"
 #: The experiments: config overrides per setting (EMIXER section 4: limited labels, with and without the rotation
-#: self-supervision the paper credits for them, the SM-GAN ablation, and the teacher-forcing-only decoder baseline).
+#: self-supervision the paper credits for them, the SM-GAN ablation, the preset's extra terms each switched off, and the
+#: teacher-forcing-only decoder baseline).
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {},
     "label_fraction_0.3": {"label_fraction": 0.3},
@@ -74,6 +75,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "label_fraction_0.3_no_rotation": {"label_fraction": 0.3, "use_rotation_loss": False},
     "label_fraction_0.5_no_rotation": {"label_fraction": 0.5, "use_rotation_loss": False},
     "sm_gan": {"train#trainer#use_report_loss": False, "train#trainer#use_joint_loss": False},
+    # the preset with one extra term off (the paper has none of them), and its text path unbounded or off
+    "no_auxiliary_classifier": {"classification_weight": 0.0},
+    "no_consistency": {"consistency_weight": 0.0},
+    "no_warmup": {"report_warmup_iterations": 0},
+    "text_path_unbounded": {"f_adversarial_max_ratio": None, "text_grad_max_ratio": None},
+    "text_path_off": {"f_adversarial_weight": 0.0, "text_grad_to_generator": 0.0},
     DECODER_ALONE: {
         "train#trainer#use_image_loss": False,
         "use_rotation_loss": False,
@@ -142,7 +149,9 @@ PRESET_KEYS: dict[str, str] = {
     "use_rotation_loss": "rotation self-supervision of D_image and G",
     "label_conditioned_reports": "F writes its reports from (predicted or given) labels",
     "f_adversarial_weight": "scale of the text-adversarial gradient F itself gets",
+    "f_adversarial_max_ratio": "bound on that gradient per tensor, relative to F's teacher-forcing gradient",
     "text_grad_to_generator": "scale of the report / joint gradient that reaches G through F",
+    "text_grad_max_ratio": "bound on that gradient per image, relative to G's image terms' gradient",
     "report_warmup_iterations": "teacher-forcing steps of F alone before the first GAN iteration",
     "consistency_weight": "G's label consistency term read by F's label head",
     "classification_weight": "D_image's auxiliary finding classifier (and G's term)",

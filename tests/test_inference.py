@@ -249,7 +249,7 @@ def test_inference_writes_pairs_that_load_back_as_a_training_source(
 def test_report_source_through_the_bundle(
     dataset_dir: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The demo preset's F is label_conditioned. By default it is given no labels (it reads its own head from the
+    """A label_conditioned F (the demo preset's sizes) is by default given no labels (it reads its own head from the
     image); ``report_source: labels`` hands it the conditioning labels; the generated datalist.json says which."""
     given: list[torch.Tensor | None] = []
     original = ReportDecoder.greedy_decode
@@ -259,7 +259,7 @@ def test_report_source_through_the_bundle(
         return original(self, images, labels)
 
     monkeypatch.setattr(ReportDecoder, "greedy_decode", spy)
-    common = {"num_samples": 1, "labels": "per_class"}
+    common = {"num_samples": 1, "labels": "per_class", "label_conditioned_reports": True}
     flow = infer(dataset_dir, trained, generated_dir=str(tmp_path / "image"), **common)
     assert flow.parser["label_conditioned_reports"] is True and flow.parser["report_source"] == "image"
     datalist = json.loads((tmp_path / "image" / "datalist.json").read_text())
@@ -275,11 +275,12 @@ def test_report_source_through_the_bundle(
 
     plain = tmp_path / "plain"
     with pytest.raises(Exception) as error:
-        infer(dataset_dir, trained, generated_dir=str(plain), report_source="labels", label_conditioned_reports=False)
+        infer(dataset_dir, trained, generated_dir=str(plain), **{**common, "report_source": "labels",
+                                                                  "label_conditioned_reports": False})
     assert "report_source='labels' needs a label_conditioned report decoder" in causes(error.value)
     assert not plain.exists()  # refused before the writer made the output folder
     with pytest.raises(Exception) as error:
-        infer(dataset_dir, trained, generated_dir=str(plain), report_source="text")
+        infer(dataset_dir, trained, generated_dir=str(plain), **{**common, "report_source": "text"})
     assert "report_source='text' is not one of ['image', 'labels']" in causes(error.value)
 
 
