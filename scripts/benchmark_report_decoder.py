@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head": {"topic_every_step": False, "label_conditioned_reports": False},
     "head_topic_every_step": {"topic_every_step": True, "label_conditioned_reports": False},
     "demo": {},
+    "label_conditioned": {"label_conditioned_reports": True},
 }
 
 

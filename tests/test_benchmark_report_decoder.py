@@ -15,23 +15,23 @@ SMALL = {k: TINY[k] for k in ("image_size", "encoder_features", "word_embed_dim"
 
 def test_benchmark_scores_each_variant(dataset_dir: Path, capsys: pytest.CaptureFixture) -> None:
     results = benchmark(
-        dataset_dir=str(dataset_dir), variants=["head", "demo"], iterations=3, eval_every=2, num_eval=6, **SMALL
+        dataset_dir=str(dataset_dir), variants=["head", "label_conditioned"], iterations=3, eval_every=2, num_eval=6, **SMALL
     )
-    assert list(results) == ["head", "demo"]
+    assert list(results) == ["head", "label_conditioned"]
     for name, rows in results.items():
         assert [r["iteration"] for r in rows] == [2, 3]
         assert all(0.0 <= r["f1_head"] <= 1.0 or r["f1_head"] != r["f1_head"] for r in rows)  # NaN: no positives
         assert all(r["word_loss"] > 0 for r in rows)
     assert all(r["f1_given"] is None for r in results["head"])  # a head-only F is not given labels
-    assert all(r["f1_given"] is not None for r in results["demo"])
+    assert all(r["f1_given"] is not None for r in results["label_conditioned"])
     table = capsys.readouterr().out
-    assert "| head | 3 |" in table and "| demo | 3 |" in table
+    assert "| head | 3 |" in table and "| label_conditioned | 3 |" in table
 
 
 def test_benchmark_names_unknown_variants(dataset_dir: Path) -> None:
     with pytest.raises(ValueError, match="choose from"):
         benchmark(dataset_dir=str(dataset_dir), variants=["nope"])
-    assert {"head", "head_topic_every_step", "demo"} == set(VARIANTS)
+    assert {"head", "head_topic_every_step", "demo", "label_conditioned"} == set(VARIANTS)
 
 
 def test_benchmark_scores_a_training_checkpoints_decoder(dataset_dir: Path, tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_benchmark_scores_a_training_checkpoints_decoder(dataset_dir: Path, tmp_
     torch.save({"report_decoder": decoder.state_dict(), "trainer": {"iteration": 5}}, path)
     rows = benchmark(dataset_dir=str(dataset_dir), checkpoint=str(path), num_eval=6, **SMALL)["checkpoint"]
     assert len(rows) == 1 and rows[0]["iteration"] == 5
-    assert rows[0]["f1_given"] is not None  # the demo preset's F is label-conditioned
+    assert rows[0]["f1_given"] is None  # the demo preset's F writes from the image alone
     with pytest.raises(RuntimeError, match="size mismatch"):
         benchmark(dataset_dir=str(dataset_dir), checkpoint=str(path), num_eval=6, **{**SMALL, "text_hidden": 40})
     torch.save({"generator": {}}, tmp_path / "other.pt")

@@ -264,7 +264,7 @@ def _by_hand(checkpoint: Path, dataset_dir: Path, items: list[dict]) -> list[str
     images = torch.stack([torch.as_tensor(preprocessing(dict(i))["image"]).as_subclass(torch.Tensor) for i in items])
     decoder = parser.get_parsed_content("report_decoder_def", lazy=False)
     decoder.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["report_decoder"])
-    assert decoder.label_conditioned  # the demo preset: without labels it reads its own head from the image
+    assert not decoder.label_conditioned  # the demo preset writes from the image alone
     out = decoder.eval().greedy_decode(images.float())
     tokenizer = parser.get_parsed_content("tokenizer")
     return [tokenizer.decode(t, int(n)) for t, n in zip(out["tokens"], out["num_sentences"])]
