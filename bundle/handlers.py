@@ -200,7 +200,8 @@ class TensorBoardSampleHandler(TensorBoardHandler):
     the same ``samples_per_label`` latent vectors (drawn once from ``seed`` with a private generator, so the
     training random streams are untouched), giving a grid with one row per label set. The images (mapped from
     [-1, 1] to [0, 1]) go to TensorBoard as ``<tag>/images`` and the reports F greedy-decodes from each image alone
-    (never given the labels, as bundle inference writes them by default) as a Markdown table ``<tag>/reports``; both are also saved as ``output_dir/samples/<tag>_iteration_<N>.png`` and ``.md``.
+    (never given the labels, as bundle inference writes them by default) as a Markdown table ``<tag>/reports``;
+    both are also saved as ``output_dir/samples/<tag>_iteration_<N>.png`` and ``.md``.
 
     Args:
         class_names: names of the label vector's entries.

@@ -15,7 +15,12 @@ SMALL = {k: TINY[k] for k in ("image_size", "encoder_features", "word_embed_dim"
 
 def test_benchmark_scores_each_variant(dataset_dir: Path, capsys: pytest.CaptureFixture) -> None:
     results = benchmark(
-        dataset_dir=str(dataset_dir), variants=["head", "label_conditioned"], iterations=3, eval_every=2, num_eval=6, **SMALL
+        dataset_dir=str(dataset_dir),
+        variants=["head", "label_conditioned"],
+        iterations=3,
+        eval_every=2,
+        num_eval=6,
+        **SMALL,
     )
     assert list(results) == ["head", "label_conditioned"]
     for name, rows in results.items():

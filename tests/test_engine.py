@@ -510,7 +510,8 @@ def test_text_grad_to_generator_weight_scales_gs_report_gradient(batch) -> None:
         )
         trainer.g_optimizer = torch.optim.SGD(networks["generator"].parameters(), lr=1.0)
         trainer.run()
-        shifts[weight] = sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, networks["generator"].parameters()))
+        after = networks["generator"].parameters()
+        shifts[weight] = sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, after))
     assert shifts[0.0] == 0.0
     assert 0.0 < shifts[0.1] < shifts[1.0]
     with pytest.raises(ValueError, match="text_grad_to_generator"):

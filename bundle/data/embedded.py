@@ -552,8 +552,8 @@ def make_embedded_dataset(
     ``use_real_masks``: lung outlines from torchxrayvision's lung masks (True), procedural (False) or "auto".
     About 20% of subjects have two studies (same anatomy, new findings); splits are by subject, and no
     validation / test report text (normalised) is a training report's text (IU reports are given to one split
-    each; see the module docstring). The same arguments give byte-identical files. Raises :class:`DataError` for a non-empty ``out_dir`` unless
-    ``overwrite`` and the folder holds an embedded dataset written before.
+    each; see the module docstring). The same arguments give byte-identical files. Raises :class:`DataError` for a
+    non-empty ``out_dir`` unless ``overwrite`` and the folder holds an embedded dataset written before.
     """
     if num_items < 1:
         raise ValueError(f"num_items must be at least 1, not {num_items}")
