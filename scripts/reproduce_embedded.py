@@ -55,6 +55,7 @@ if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bundle.data.datalist import DATALIST_NAME  # noqa: E402
+from bundle.evaluation import summary as evaluation_summary  # noqa: E402
 
 CONFIG_DIR = REPO_ROOT / "configs"
 TRAIN_CONFIGS = [str(CONFIG_DIR / "train.json"), str(CONFIG_DIR / "demo.json")]
@@ -95,45 +96,14 @@ NO_ROTATION_SUFFIX = "_no_rotation"
 
 #: ``metrics["summary"]`` of :func:`bundle.evaluation.suite.evaluate`: one flat value per key (None when it cannot
 #: be computed, the reason in ``metrics["summary_skipped"][key]``).
-SUMMARY_KEYS: tuple[str, ...] = (
-    "report_source",
-    "report_label_f1",
-    "report_label_f1_real",
-    "classifier_label_f1_real",
-    "pair_consistency_ratio",
-    "pair_agreement_generated",
-    "pair_agreement_real",
-    "label_agreement_ratio",
-    "label_agreement_ratio_independent",
-    "fid_ratio",
-    "memorisation_flag",
-    "distinct_1",
-    "distinct_2",
-    "distinct_2_real",
-    "self_bleu_4",
-    "self_bleu_4_real",
-    "max_bleu_to_train_mean",
-    "verbatim_rate",
-    "max_bleu_to_train_mean_real",
-    "verbatim_rate_real",
-)
+SUMMARY_KEYS: tuple[str, ...] = evaluation_summary.SUMMARY_KEYS
 #: Training facts kept in each summary row beside the summary keys.
 RUN_KEYS: tuple[str, ...] = ("iterations", "planned_iterations", "seconds_per_iteration", "train_wall_s")
 #: ``metrics["baselines"]``: reports that learn nothing (and F by teacher forcing alone), scored like the model's
 #: reports and paired with the same generated images; ``fallback_rate`` (requests with no training report of their
 #: label set) is read from a block's ``fallbacks``.
 BASELINE_NAMES: tuple[str, ...] = ("retrieval_by_labels", "most_common_per_label_set", DECODER_ALONE)
-BASELINE_KEYS: tuple[str, ...] = (
-    "report_label_f1",
-    "distinct_1",
-    "distinct_2",
-    "self_bleu_4",
-    "max_bleu_to_train_mean",
-    "verbatim_rate",
-    "pair_agreement_generated",
-    "pair_consistency_ratio",
-    "fallback_rate",
-)
+BASELINE_KEYS: tuple[str, ...] = (*evaluation_summary.BASELINE_KEYS, "fallback_rate")
 #: A summary key -> its value on the real test reports (the "real test" reference row of the tables).
 REAL_COUNTERPARTS: dict[str, str] = {
     "distinct_2": "distinct_2_real",
