@@ -103,6 +103,23 @@ def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGradient.apply(tensor, float(scale))
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block (BatchNorms read, and do not update, their running statistics;
+    gradients still flow), its own mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def bound_scale(norm: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """The factor that brings a gradient of norm ``norm`` down to at most ``limit`` (1 where it is already within)."""
+    return torch.where(norm > limit, limit / norm.clamp(min=torch.finfo(norm.dtype).tiny), torch.ones_like(norm))
+
+
 def _plain(tensor: Any) -> Any:
     """A MetaTensor as a plain tensor (metadata tracking costs time in every op), anything else unchanged."""
     as_tensor = getattr(tensor, "as_tensor", None)
@@ -519,15 +536,10 @@ class EMIXERTrainer(Trainer):
         for ``labels`` (which a ``label_conditioned`` F writes from). F reads them in eval mode: its BatchNorms use,
         and do not update, the running statistics of the real images it learns from, so generated images never
         shift how it reads real ones (gradients flow as in train mode)."""
-        f = self.report_decoder
-        was_training = f.training
-        f.eval()
-        try:
+        with eval_mode(self.report_decoder) as f:
             return f.sample(images, temperature=self.gumbel_temperature, hard=True, gumbel=True, labels=labels)[
                 "word_probs"
             ]
-        finally:
-            f.train(was_training)
 
     @staticmethod
     def _fake_labels(labels: torch.Tensor, index: torch.Tensor | None, step: int, size: int) -> torch.Tensor:
@@ -796,14 +808,12 @@ class EMIXERTrainer(Trainer):
             return classification_loss(self.consistency_decoder.label_logits(x_fake).float(), y_fake)
         f = self.report_decoder
         f_params = [p for p in f.parameters() if p.requires_grad]
-        was_training = f.training
         for p in f_params:
             p.requires_grad_(False)
-        f.eval()
         try:
-            return classification_loss(f.label_logits(x_fake).float(), y_fake)
+            with eval_mode(f):
+                return classification_loss(f.label_logits(x_fake).float(), y_fake)
         finally:
-            f.train(was_training)
             for p in f_params:
                 p.requires_grad_(True)
 
@@ -833,7 +843,7 @@ class EMIXERTrainer(Trainer):
             limit = torch.zeros_like(text_norm)
         else:
             limit = self.text_grad_max_ratio * torch.linalg.vector_norm(image_grad, dim=dims, keepdim=True)
-        scale = torch.where(text_norm > limit, limit / text_norm.clamp(min=torch.finfo(text_norm.dtype).tiny), 1.0)
+        scale = bound_scale(text_norm, limit)
         return (x_fake * (self.text_grad_to_generator * scale * text_grad).detach()).sum()
 
     def _take_decoder_grads(self) -> list[torch.Tensor | None]:
@@ -851,9 +861,7 @@ class EMIXERTrainer(Trainer):
             if extra is None or p.grad is None:
                 continue
             limit = ratio * torch.linalg.vector_norm(p.grad)
-            norm = torch.linalg.vector_norm(extra)
-            scale = torch.where(norm > limit, limit / norm.clamp(min=torch.finfo(norm.dtype).tiny), norm.new_ones(()))
-            p.grad.add_(extra * scale)
+            p.grad.add_(extra * bound_scale(torch.linalg.vector_norm(extra), limit))
 
     def _set_d_requires_grad(self, flag: bool) -> None:
         for p in self._d_params:
