@@ -6,23 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundle.data.embedded import sample_grammar_spec
 from bundle.data.labels import DEFAULT_CLASSES
-from bundle.data.phantom import complete_spec
-from bundle.data.report_grammar import compose_report
 from bundle.evaluation.baselines import BaselineReports, most_common_per_label_set, retrieval_by_labels
 from bundle.evaluation.clinical import label_f1, label_reports
 from bundle.evaluation.text_diversity import distinct_n, label_set_keys, novelty, self_bleu
+from tests.tiny import grammar_reports
 
 
 @pytest.fixture(scope="module")
 def grammar_split() -> dict:
     """600 grammar reports labelled by the project's labeler (the dataset's labels), split 400 / 200."""
-    rng = np.random.default_rng(0)
-    reports = []
-    for _ in range(600):
-        text = compose_report(complete_spec(sample_grammar_spec(rng), rng), rng)
-        reports.append(f"{text['findings']} {text['impression']}")
+    reports = grammar_reports(600)
     labels = label_reports(reports, DEFAULT_CLASSES)
     return {
         "train_reports": reports[:400],

@@ -5,23 +5,18 @@ whose answers are known, and one run with a report decoder checkpoint (F's repor
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bundle.data.embedded import sample_grammar_spec
 from bundle.data.errors import DataError
 from bundle.data.labels import DEFAULT_CLASSES
-from bundle.data.phantom import complete_spec
-from bundle.data.report_grammar import compose_report
 from bundle.evaluation.clinical import label_reports
 from bundle.evaluation.summary import (
     BASELINE_KEYS,
     BASELINES,
-    SUMMARY_KEYS,
     ReportTexts,
     baseline_measures,
     check_class_count,
@@ -33,6 +28,7 @@ from bundle.evaluation.summary import (
     summary_measures,
 )
 from bundle.evaluation.text_diversity import distinct_n
+from tests.tiny import check_summary, grammar_reports
 
 CLASSES = list(DEFAULT_CLASSES)
 #: The run's figures :func:`summary_measures` reads (as ``evaluate`` has them before the summary).
@@ -45,25 +41,10 @@ METRICS = {
 }
 
 
-def check_summary(summary: dict, skipped: dict) -> None:
-    """Every key, each a finite number, a bool or a str, or None with its reason (and reasons only for None)."""
-    assert list(summary) == list(SUMMARY_KEYS)
-    for key, value in summary.items():
-        if value is None:
-            assert isinstance(skipped.get(key), str) and skipped[key], key
-        else:
-            assert key not in skipped, key
-            assert isinstance(value, (bool, str)) or (isinstance(value, float) and math.isfinite(value)), (key, value)
-
-
 @pytest.fixture(scope="module")
 def grammar() -> dict:
     """Grammar reports with the labeler's reading as their labels (how the dataset's labels are made)."""
-    rng = np.random.default_rng(0)
-    reports = []
-    for _ in range(300):
-        text = compose_report(complete_spec(sample_grammar_spec(rng), rng), rng)
-        reports.append(f"{text['findings']} {text['impression']}")
+    reports = grammar_reports(300)
     labels = label_reports(reports, CLASSES)
     return {
         "reports": reports,

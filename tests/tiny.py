@@ -53,3 +53,35 @@ def make_tiny_dataset(out_dir: Path, num_items: int = 24, **options: object) -> 
     settings = {"report_source": "grammar", "use_real_masks": False, "image_size": 64, **options}
     prepare_data(source="embedded", out_dir=str(out_dir), num_items=num_items, **settings)
     return out_dir
+
+
+def grammar_reports(count: int, seed: int = 0) -> list[str]:
+    """``count`` reports (FINDINGS + IMPRESSION) of the report grammar for label sets of its co-occurrence model."""
+    import numpy as np
+
+    from bundle.data.embedded import sample_grammar_spec
+    from bundle.data.phantom import complete_spec
+    from bundle.data.report_grammar import compose_report
+
+    rng = np.random.default_rng(seed)
+    reports = []
+    for _ in range(count):
+        text = compose_report(complete_spec(sample_grammar_spec(rng), rng), rng)
+        reports.append(f"{text['findings']} {text['impression']}")
+    return reports
+
+
+def check_summary(summary: dict, skipped: dict) -> None:
+    """An evaluation ``summary``: every key of ``SUMMARY_KEYS`` in order, each a finite number, a bool or a str, or
+    None with its reason in ``skipped`` (and reasons only for None)."""
+    import math
+
+    from bundle.evaluation.summary import SUMMARY_KEYS
+
+    assert list(summary) == list(SUMMARY_KEYS)
+    for key, value in summary.items():
+        if value is None:
+            assert isinstance(skipped.get(key), str) and skipped[key], key
+        else:
+            assert key not in skipped, key
+            assert isinstance(value, (bool, str)) or (isinstance(value, float) and math.isfinite(value)), (key, value)
