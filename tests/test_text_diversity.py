@@ -7,22 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from bundle.data.embedded import sample_grammar_spec
-from bundle.data.phantom import complete_spec
-from bundle.data.report_grammar import compose_report
 from bundle.evaluation.text_diversity import distinct_n, label_set_keys, novelty, self_bleu, tokenize
+from tests.tiny import grammar_reports
 
 CLASSES = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax")
-
-
-def _grammar_reports(count: int, seed: int) -> list[str]:
-    """Reports the report grammar writes for label sets drawn as the embedded dataset draws them."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        text = compose_report(complete_spec(sample_grammar_spec(rng), rng), rng)
-        out.append(f"{text['findings']} {text['impression']}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------ tokens, distinct-n
@@ -100,7 +88,7 @@ def test_self_bleu_is_within_groups_only():
 
 
 def test_self_bleu_samples_references_reproducibly():
-    reports = _grammar_reports(40, seed=3)
+    reports = grammar_reports(40, seed=3)
     groups = ["same"] * len(reports)
     full = self_bleu(reports, groups, max_per_group=len(reports))
     sampled = self_bleu(reports, groups, max_per_group=8, seed=1)
@@ -165,8 +153,8 @@ def test_novelty_mean_and_unmatched_reports():
 
 
 def test_novelty_shortlist_matches_exhaustive_scoring_on_grammar_reports():
-    training = _grammar_reports(200, seed=0)
-    generated = _grammar_reports(40, seed=1)
+    training = grammar_reports(200, seed=0)
+    generated = grammar_reports(40, seed=1)
     short = novelty(generated, training, shortlist=8)
     full = novelty(generated, training, shortlist=None)
     best_short, best_full = np.array(short["max_bleu_to_train"]), np.array(full["max_bleu_to_train"])
