@@ -16,7 +16,7 @@ from bundle.evaluation.decode import decode_reports, evaluate_decoder
 from bundle.evaluation.suite import read_datalist
 from bundle.evaluation.text_metrics import METRIC_KEYS, java_available, read_reports_jsonl
 from bundle.networks import ReportDecoder
-from tests.tiny import TINY, TINY_CLASSIFIER_DEF, TRAIN_CONFIGS
+from tests.tiny import TINY, TRAIN_CONFIGS, write_test_split_as_generated
 
 DECODER_KEYS = {*METRIC_KEYS, "clinical_efficacy", "label_f1", "settings"}
 CE_KEYS = {"precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro", "per_class"}
@@ -212,25 +212,12 @@ def test_run_with_a_checkpoint_adds_the_decoder_block(
     checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path
 ) -> None:
     """``run --checkpoint``: the decoder block in metrics.json (the same numbers as ``decode``) and report.md."""
-    from monai.networks.nets import DenseNet
 
     from bundle.classifier import DEFAULT_CONFIGS
-    from bundle.transforms import read_cxr
-    from bundle.writers import PairedDatasetWriter
     from scripts.evaluate import main
 
-    data = read_datalist(dataset_dir)
-    test = data.splits["test"]
-    writer = PairedDatasetWriter(tmp_path / "generated", data.class_names)
-    index = list(range(len(test)))
-    images = np.stack([read_cxr(i["image"])[0] for i in test])[:, None]
-    writer.write_batch(images, [i["report"] for i in test], np.asarray([i["labels"] for i in test]), index, index)
-    writer.finalize()
-    settings = {k: v for k, v in TINY_CLASSIFIER_DEF.items() if k not in ("_target_", "in_channels", "out_channels")}
-    classifier = tmp_path / "classifier.pt"
-    torch.save(DenseNet(in_channels=3, out_channels=len(data.class_names), **settings).state_dict(), classifier)
-    override = tmp_path / "tiny_classifier.json"
-    override.write_text(json.dumps({"classifier_def": TINY_CLASSIFIER_DEF, "num_workers": 0}))
+    made = write_test_split_as_generated(dataset_dir, tmp_path)
+    classifier, override = made["classifier"], made["override"]
 
     out = tmp_path / "evaluation"
     listed = lambda files: "[" + ",".join(repr(str(f)) for f in files) + "]"  # noqa: E731

@@ -272,30 +272,16 @@ def test_run_with_a_decoder_scores_real_test_reports_and_the_decoder_alone_basel
     """``evaluate(decoder_checkpoint=..., baseline_decoder_checkpoint=...)`` on the session's tiny training run: the
     summary's ``report_label_f1_real`` is F's label F1 on the real test images, and ``decoder_alone`` holds the
     reports that checkpoint's F writes for the generated images (here the same checkpoint: the wiring is tested)."""
-    from monai.networks.nets import DenseNet
 
     from bundle.classifier import DEFAULT_CONFIGS
     from bundle.evaluation.decode import decode_images
-    from bundle.evaluation.suite import evaluate, read_datalist
+    from bundle.evaluation.suite import evaluate
     from bundle.evaluation.text_metrics import read_reports_jsonl
-    from bundle.transforms import read_cxr
-    from bundle.writers import PairedDatasetWriter
-    from tests.tiny import TINY, TINY_CLASSIFIER_DEF, TRAIN_CONFIGS
+    from tests.tiny import TINY, TRAIN_CONFIGS, write_test_split_as_generated
 
     checkpoint = trained / "models" / "checkpoint_final.pt"
-    data = read_datalist(dataset_dir)
-    test = data.splits["test"]
-    writer = PairedDatasetWriter(tmp_path / "generated", data.class_names, report_source="labels")
-    index = list(range(len(test)))
-    images = np.stack([read_cxr(i["image"])[0] for i in test])[:, None]
-    writer.write_batch(images, [i["report"] for i in test], np.asarray([i["labels"] for i in test]), index, index)
-    writer.finalize()
-    settings = {k: v for k, v in TINY_CLASSIFIER_DEF.items() if k not in ("_target_", "in_channels", "out_channels")}
-    classifier = tmp_path / "classifier.pt"
-    torch.manual_seed(0)
-    torch.save(DenseNet(in_channels=3, out_channels=len(data.class_names), **settings).state_dict(), classifier)
-    override = tmp_path / "tiny_classifier.json"
-    override.write_text(json.dumps({"classifier_def": TINY_CLASSIFIER_DEF, "num_workers": 0}))
+    made = write_test_split_as_generated(dataset_dir, tmp_path, report_source="labels")
+    classifier, override = made["classifier"], made["override"]
 
     out = tmp_path / "evaluation"
     metrics = evaluate(

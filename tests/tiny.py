@@ -85,3 +85,35 @@ def check_summary(summary: dict, skipped: dict) -> None:
         else:
             assert key not in skipped, key
             assert isinstance(value, (bool, str)) or (isinstance(value, float) and math.isfinite(value)), (key, value)
+
+
+def write_test_split_as_generated(
+    dataset_dir: Path, out_dir: Path, report_source: str | None = None
+) -> dict[str, Path]:
+    """A generated-set copy of ``dataset_dir``'s real test split (images, reports, labels through the paired writer),
+    a randomly initialised tiny classifier (seed 0) and the classifier override config that builds it: the
+    ``generated`` folder, ``classifier`` checkpoint and ``override`` config paths under ``out_dir``."""
+    import json
+
+    import numpy as np
+    import torch
+    from monai.networks.nets import DenseNet
+
+    from bundle.evaluation.suite import read_datalist
+    from bundle.transforms import read_cxr
+    from bundle.writers import PairedDatasetWriter
+
+    data = read_datalist(dataset_dir)
+    test = data.splits["test"]
+    writer = PairedDatasetWriter(out_dir / "generated", data.class_names, report_source=report_source)
+    index = list(range(len(test)))
+    images = np.stack([read_cxr(i["image"])[0] for i in test])[:, None]
+    writer.write_batch(images, [i["report"] for i in test], np.asarray([i["labels"] for i in test]), index, index)
+    writer.finalize()
+    settings = {k: v for k, v in TINY_CLASSIFIER_DEF.items() if k not in ("_target_", "in_channels", "out_channels")}
+    classifier = out_dir / "classifier.pt"
+    torch.manual_seed(0)
+    torch.save(DenseNet(in_channels=3, out_channels=len(data.class_names), **settings).state_dict(), classifier)
+    override = out_dir / "tiny_classifier.json"
+    override.write_text(json.dumps({"classifier_def": TINY_CLASSIFIER_DEF, "num_workers": 0}))
+    return {"generated": out_dir / "generated", "classifier": classifier, "override": override}
