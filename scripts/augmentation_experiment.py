@@ -44,18 +44,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bundle.classifier import auroc_per_class, load_classifier  # noqa: E402
+from bundle.data.datalist import Datalist, read_datalist  # noqa: E402
 from bundle.data.errors import DataError, SkipCounter  # noqa: E402
-from bundle.evaluation.suite import (  # noqa: E402
-    Datalist,
+from bundle.evaluation.classify import (  # noqa: E402
     classifier_configs,
     classifier_overrides,
     classifier_preprocessing,
     classify_images,
     load_image_set,
-    read_datalist,
-    to_jsonable,
     train_classifier,
 )
+from bundle.evaluation.common import to_jsonable  # noqa: E402
 
 logger = logging.getLogger("augmentation_experiment")
 

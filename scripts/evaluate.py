@@ -66,8 +66,9 @@ if str(REPO_ROOT) not in sys.path[:1]:
 
 from bundle.data.errors import DataError  # noqa: E402
 from bundle.evaluation.clinical import clinical_efficacy  # noqa: E402
+from bundle.evaluation.common import write_json  # noqa: E402
 from bundle.evaluation.decode import HYPOTHESES, decode_images, evaluate_decoder  # noqa: E402
-from bundle.evaluation.suite import evaluate, write_json  # noqa: E402
+from bundle.evaluation.suite import evaluate  # noqa: E402
 from bundle.evaluation.text_metrics import read_reports_jsonl, report_metrics  # noqa: E402
 
 #: Clinical-efficacy summary keys, in print order.

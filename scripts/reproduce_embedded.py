@@ -257,7 +257,8 @@ def train_shared_classifier(
     DenseNet of :data:`CLASSIFIER_CONFIGS` into ``<out_dir>/classifier``. Data loading stays in this process
     (``num_workers`` 0) unless ``overrides`` say otherwise, so ``threads`` bounds the CPU the step takes."""
     from bundle.classifier import INDEPENDENT_CONFIGS, independent_overrides
-    from bundle.evaluation.suite import classifier_overrides, read_datalist, train_classifier
+    from bundle.data.datalist import read_datalist
+    from bundle.evaluation.classify import classifier_overrides, train_classifier
 
     configs = list(INDEPENDENT_CONFIGS) if independent else CLASSIFIER_CONFIGS
     values = {"max_epochs": epochs, "num_threads": threads, "num_workers": 0, **overrides}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bundle.classifier import DEFAULT_CONFIGS
+from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
-from bundle.evaluation.suite import read_datalist
 from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter
 from scripts.augmentation_experiment import label_accuracy, main, synthetic_items, write_combined_dataset

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
 from bundle.evaluation.decode import decode_reports, evaluate_decoder
-from bundle.evaluation.suite import read_datalist
 from bundle.evaluation.text_metrics import METRIC_KEYS, java_available, read_reports_jsonl
 from bundle.networks import ReportDecoder
 from tests.tiny import TINY, TRAIN_CONFIGS, write_test_split_as_generated

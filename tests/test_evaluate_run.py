@@ -19,9 +19,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.classifier import DEFAULT_CONFIGS, xrv_available
+from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError, SkipCounter
+from bundle.evaluation.classify import load_image_set
 from bundle.evaluation.report import write_report
-from bundle.evaluation.suite import evaluate, load_image_set, read_datalist
+from bundle.evaluation.suite import evaluate
 from bundle.evaluation.summary import BASELINE_KEYS, BASELINES
 from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter

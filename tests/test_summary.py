@@ -245,7 +245,7 @@ def test_class_count_check_reads_densenets_and_resnets() -> None:
 def test_independent_classifier_is_skipped_with_the_reason_when_it_cannot_be_had(tmp_path: Path) -> None:
     """Turned off, or no checkpoint and a validation split where no class has both label values (training could
     keep no model): ``{"skipped": reason}``, before any training."""
-    from bundle.evaluation.suite import Datalist
+    from bundle.data.datalist import Datalist
 
     constant = [{"image": "a.png", "labels": [1.0] + [0.0] * (len(CLASSES) - 1)}] * 2
     real = Datalist(tmp_path / "datalist.json", tmp_path, CLASSES, {"training": [], "validation": constant, "test": []})

@@ -99,7 +99,7 @@ def write_test_split_as_generated(
     import torch
     from monai.networks.nets import DenseNet
 
-    from bundle.evaluation.suite import read_datalist
+    from bundle.data.datalist import read_datalist
     from bundle.transforms import read_cxr
     from bundle.writers import PairedDatasetWriter
 

@@ -5,7 +5,7 @@ duplicate images, optionally checks that every image loads, and splits by patien
 source has them). :func:`heldout_text_overlap` counts held-out items whose report text (normalised) is a
 training report's text. :func:`write_dataset` writes ``datalist.json`` (readable by
 ``monai.data.load_decathlon_datalist``), ``tokenizer.json`` (trained on the training reports) and
-``summary.json``.
+``summary.json``. :func:`read_datalist` reads a project datalist back, image paths made absolute.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +341,67 @@ def write_dataset(
     }
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+# ------------------------------------------------------------------------------------------------ reading a datalist
+_LABEL_VALUES = (0.0, 1.0, -1.0)
+
+
+@dataclass
+class Datalist:
+    """A project datalist read from disk: image paths resolved against ``root`` (the file's folder)."""
+
+    path: Path
+    root: Path
+    class_names: list[str]
+    splits: dict[str, list[dict]]
+
+    def items(self, splits: Sequence[str] = SPLITS) -> list[dict]:
+        return [item for split in splits for item in self.splits.get(split, [])]
+
+
+def read_datalist(path: str | PathLike, skip: SkipCounter | None = None) -> Datalist:
+    """Read a project datalist (a dataset folder holding ``datalist.json``, or the JSON file itself).
+
+    Image paths are made absolute against the file's folder (as MONAI's ``load_decathlon_datalist`` does). Every
+    item needs an ``image`` path and ``labels`` with one 1 / 0 / -1 value per class name; a bad item raises
+    :class:`DataError` naming the file, split and item, or is counted and left out when ``skip`` skips bad input.
+    """
+    skip = skip if skip is not None else SkipCounter()
+    path = Path(path)
+    file = path / DATALIST_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(file, "no datalist (expected a dataset folder with datalist.json, or a datalist .json file)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(file, f"not a readable JSON datalist ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(file, f"not a datalist: expected a JSON object, got {type(data).__name__}")
+    names = data.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DataError(file, 'missing "class_names" (a list of CheXpert class names)')
+    splits: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        if not isinstance(data.get(split, []), list):
+            raise DataError(file, f'"{split}" is not a list of items')
+        items = [item for n, item in enumerate(data.get(split, [])) if _item_ok(item, names, file, split, n, skip)]
+        splits[split] = [{**item, "image": os.path.normpath(file.parent / item["image"])} for item in items]
+    return Datalist(path=file, root=file.parent, class_names=list(names), splits=splits)
+
+
+def _item_ok(item: Any, names: Sequence[str], file: Path, split: str, n: int, skip: SkipCounter) -> bool:
+    """Whether ``item`` has an image path and a label per class; a bad one goes to ``skip`` (raises by default)."""
+    problem = None
+    if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+        problem = "no image path"
+    else:
+        labels = item.get("labels")
+        if not isinstance(labels, list) or len(labels) != len(names):
+            problem = f"labels must be a list of {len(names)} values (one per class), got {labels!r}"
+        elif any(not isinstance(v, (int, float)) or float(v) not in _LABEL_VALUES for v in labels):
+            problem = f"labels must be 1, 0 or -1, got {labels!r}"
+    if problem is None:
+        return True
+    skip.handle(DataError(file, f"bad item: {split} item {n}: {problem}"))
+    return False

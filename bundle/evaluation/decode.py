@@ -36,17 +36,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bundle.data.datalist import SPLITS, read_datalist
 from bundle.data.errors import DataError, SkipCounter
 from bundle.inference import decode_report_tokens, load_network_weights, read_checkpoint
 from bundle.transforms import IMAGE_SUFFIXES
 
 from .clinical import clinical_efficacy, label_f1
-from .suite import (
-    SPLITS,
+from .common import (
     config_files,
     data_error_cause,
     preprocess_or_skip,
-    read_datalist,
     subsample,
     to_jsonable,
     write_json,

@@ -31,316 +31,54 @@ Memory: every evaluated image is kept as one grey float32 channel (64 KiB at 128
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from bundle.classifier import (
-    DEFAULT_CONFIGS,
-    XRVFeatures,
-    load_classifier,
-    predict,
-    xrv_available,
-    xrv_weights_path,
-)
+from bundle.classifier import XRVFeatures, load_classifier, xrv_available, xrv_weights_path
+from bundle.data.datalist import SPLITS, read_datalist
 from bundle.data.errors import DataError, SkipCounter
 
+from .classify import (
+    ImageSet,
+    classifier_configs,
+    classifier_overrides,
+    classifier_preprocessing,
+    classify_images,
+    load_image_set,
+    train_classifier,
+)
 from .clinical import label_f1, verbatim_copy_rate
+from .common import subsample, to_jsonable, write_json
+from .decode import evaluate_decoder
 from .image_metrics import fid, ms_ssim_diversity
 from .memorisation import closest_pairs_figure, memorisation_audit
 from .report import distance_histogram_figure, label_agreement_figure, samples_figure, verdict_line, write_report
+from .summary import (
+    ReportTexts,
+    baseline_measures,
+    check_class_count,
+    decoder_alone_reports,
+    image_readings,
+    independent_label_agreement,
+    label_agreement,
+    read_report_source,
+    summary_measures,
+)
 from .text_metrics import report_metrics
 
-__all__ = [
-    "DATALIST",
-    "SPLITS",
-    "Datalist",
-    "ImageSet",
-    "classifier_configs",
-    "classifier_overrides",
-    "classifier_preprocessing",
-    "classify_images",
-    "config_files",
-    "data_error_cause",
-    "preprocess_or_skip",
-    "evaluate",
-    "load_image_set",
-    "read_datalist",
-    "subsample",
-    "to_jsonable",
-    "train_classifier",
-    "write_json",
-    "write_text_atomic",
-]
+__all__ = ["evaluate"]
 
 logger = logging.getLogger(__name__)
 
-DATALIST = "datalist.json"
-SPLITS: tuple[str, ...] = ("training", "validation", "test")
-_LABEL_VALUES = (0.0, 1.0, -1.0)
 # per-sample lists of the audit: kept in memorisation.json, left out of metrics.json
 _PER_SAMPLE_KEYS = ("generated_to_train", "heldout_to_train", "nearest_train", "overlap")
-
-
-# ------------------------------------------------------------------------------------------------ datalists
-@dataclass
-class Datalist:
-    """A project datalist read from disk: image paths resolved against ``root`` (the file's folder)."""
-
-    path: Path
-    root: Path
-    class_names: list[str]
-    splits: dict[str, list[dict]]
-
-    def items(self, splits: Sequence[str] = SPLITS) -> list[dict]:
-        return [item for split in splits for item in self.splits.get(split, [])]
-
-
-def read_datalist(path: str | PathLike, skip: SkipCounter | None = None) -> Datalist:
-    """Read a project datalist (a dataset folder holding ``datalist.json``, or the JSON file itself).
-
-    Image paths are made absolute against the file's folder (as MONAI's ``load_decathlon_datalist`` does). Every
-    item needs an ``image`` path and ``labels`` with one 1 / 0 / -1 value per class name; a bad item raises
-    :class:`DataError` naming the file, split and item, or is counted and left out when ``skip`` skips bad input.
-    """
-    skip = skip if skip is not None else SkipCounter()
-    path = Path(path)
-    file = path / DATALIST if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(file, "no datalist (expected a dataset folder with datalist.json, or a datalist .json file)")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(file, f"not a readable JSON datalist ({err})") from err
-    if not isinstance(data, dict):
-        raise DataError(file, f"not a datalist: expected a JSON object, got {type(data).__name__}")
-    names = data.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise DataError(file, 'missing "class_names" (a list of CheXpert class names)')
-    splits: dict[str, list[dict]] = {}
-    for split in SPLITS:
-        if not isinstance(data.get(split, []), list):
-            raise DataError(file, f'"{split}" is not a list of items')
-        items = [item for n, item in enumerate(data.get(split, [])) if _item_ok(item, names, file, split, n, skip)]
-        splits[split] = [{**item, "image": os.path.normpath(file.parent / item["image"])} for item in items]
-    return Datalist(path=file, root=file.parent, class_names=list(names), splits=splits)
-
-
-def _item_ok(item: Any, names: Sequence[str], file: Path, split: str, n: int, skip: SkipCounter) -> bool:
-    """Whether ``item`` has an image path and a label per class; a bad one goes to ``skip`` (raises by default)."""
-    problem = None
-    if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-        problem = "no image path"
-    else:
-        labels = item.get("labels")
-        if not isinstance(labels, list) or len(labels) != len(names):
-            problem = f"labels must be a list of {len(names)} values (one per class), got {labels!r}"
-        elif any(not isinstance(v, (int, float)) or float(v) not in _LABEL_VALUES for v in labels):
-            problem = f"labels must be 1, 0 or -1, got {labels!r}"
-    if problem is None:
-        return True
-    skip.handle(DataError(file, f"bad item: {split} item {n}: {problem}"))
-    return False
-
-
-# ------------------------------------------------------------------------------------------------ classifier
-def config_files(
-    config_file: str | PathLike | Sequence[str | PathLike] | None, defaults: Sequence[str], what: str = "classifier"
-) -> list[str]:
-    """Bundle config files to merge in order: ``config_file`` (one file or a list) or ``defaults``; a missing file
-    raises FileNotFoundError naming it (``what`` says whose configs they are)."""
-    if config_file is None:
-        return list(defaults)
-    files = [config_file] if isinstance(config_file, (str, PathLike)) else list(config_file)
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{what} config files not found: {', '.join(missing)}")
-    return [str(f) for f in files]
-
-
-def classifier_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
-    """The classifier's config files: ``config_file`` (one file or a list, merged in order) or the defaults
-    ``configs/train.json`` + ``configs/train_classifier.json``. Put your overrides last in a list."""
-    return config_files(config_file, DEFAULT_CONFIGS, "classifier")
-
-
-def classifier_overrides(
-    config_files: Sequence[str],
-    datalist: Datalist | None = None,
-    image_size: int | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """Config overrides that point the classifier configs at ``datalist`` and keep images only.
-
-    The report tokenizer step is dropped from ``preprocessing_transforms`` (the classifier never reads reports),
-    so a dataset without ``tokenizer.json`` works too; ``image_size`` and ``overrides`` are applied as given.
-    """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    out: dict[str, Any] = {}
-    if "preprocessing_transforms" in parser:
-        out["preprocessing_transforms"] = [
-            t
-            for t in parser["preprocessing_transforms"]
-            if not (isinstance(t, Mapping) and str(t.get("_target_", "")).endswith("TokenizeReportd"))
-        ]
-    if datalist is not None:
-        out.update(dataset_dir=str(datalist.root), datalist_path=str(datalist.path))
-    if image_size is not None:
-        out["image_size"] = int(image_size)
-    out.update(overrides)
-    return out
-
-
-def classifier_preprocessing(config_files: Sequence[str], overrides: Mapping[str, Any]) -> Any:
-    """The classifier's evaluation preprocessing (its ``image_transforms``) as a MONAI ``Compose``."""
-    from monai.bundle import ConfigParser
-    from monai.transforms import Compose
-
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    for key, value in overrides.items():
-        parser[key] = value
-    key = "image_transforms" if "image_transforms" in parser else "preprocessing_transforms"
-    return Compose(parser.get_parsed_content(key))
-
-
-def train_classifier(
-    config_files: Sequence[str], output_dir: str | PathLike, overrides: Mapping[str, Any]
-) -> tuple[Path, float | None]:
-    """Train the classifier with its bundle config (``python -m monai.bundle run`` in-process) into
-    ``<output_dir>/classifier/``; returns the best checkpoint (validation macro AUROC) and that AUROC.
-
-    The process's torch thread count is restored afterwards (the config may set its own)."""
-    from monai.bundle import ConfigWorkflow
-
-    settings = {**overrides, "output_dir": str(output_dir)}
-    threads = torch.get_num_threads()
-    try:
-        flow = ConfigWorkflow(config_file=list(config_files), logging_file=False, workflow_type="train", **settings)
-        flow.initialize()
-        flow.run()
-        flow.finalize()
-    finally:
-        torch.set_num_threads(threads)
-    checkpoint = Path(flow.parser.get_parsed_content("classifier_checkpoint"))
-    if not checkpoint.is_file():
-        raise RuntimeError(
-            f"{checkpoint}: classifier training kept no model; the validation macro AUROC that selects it needs a "
-            "validation split where some class has both label values"
-        )
-    best = getattr(flow.parser.get_parsed_content("validate#evaluator").state, "best_metric", None)
-    return checkpoint, (float(best) if best is not None and math.isfinite(best) else None)
-
-
-def _input_channels(network: nn.Module) -> int:
-    first = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
-    return int(first.in_channels) if first is not None else 1
-
-
-def classify_images(
-    network: nn.Module, images: torch.Tensor, batch_size: int = 32, device: str | torch.device | None = None
-) -> dict[str, torch.Tensor]:
-    """``features`` and ``probs`` of :func:`bundle.classifier.predict` on grey ``[N, 1, H, W]`` images in [0, 1],
-    turned back into the network's input (channels repeated, [-1, 1]) one batch at a time, so only a batch is
-    ever expanded."""
-    channels = _input_channels(network)
-    parts = [
-        predict(network, chunk.expand(-1, channels, -1, -1) * 2 - 1, batch_size=batch_size, device=device)
-        for chunk in images.split(batch_size)
-    ]
-    return {key: torch.cat([p[key] for p in parts]) for key in ("features", "probs")}
-
-
-# ------------------------------------------------------------------------------------------------ image sets
-@dataclass
-class ImageSet:
-    """One evaluated set: its items, grey images ``[N, 1, H, W]`` in [0, 1], labels ``[N, K]`` and reports."""
-
-    name: str
-    items: list[dict]
-    images: torch.Tensor
-    labels: np.ndarray
-    reports: list[str] | None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def data_error_cause(error: BaseException | None) -> DataError | None:
-    """The :class:`DataError` behind ``error`` (MONAI wraps transform errors in RuntimeError), if any."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, DataError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def preprocess_or_skip(transform: Any, item: Mapping[str, Any], skip: SkipCounter) -> dict | None:
-    """``transform`` applied to a copy of ``item``; an unreadable input raises its :class:`DataError` (naming the file),
-    or is counted and gives None when ``skip`` skips bad input. Other errors propagate."""
-    try:
-        return transform(dict(item))
-    except Exception as err:  # MONAI's Compose wraps the loader's DataError in a RuntimeError
-        cause = data_error_cause(err)
-        if cause is None:
-            raise
-        skip.handle(cause)
-        return None
-
-
-def load_image_set(
-    name: str,
-    items: Sequence[Mapping[str, Any]],
-    transform: Any,
-    skip: SkipCounter,
-    label_columns: Sequence[int] | None = None,
-) -> ImageSet:
-    """Load ``items`` through ``transform`` (output ``[C, H, W]`` in [-1, 1]); keep the first channel in [0, 1].
-
-    An unreadable image raises its :class:`DataError` (naming the file), or is counted and left out when
-    ``skip`` skips bad input. ``label_columns`` picks and orders the label columns kept.
-    """
-    kept, images = [], []
-    for item in items:
-        data = preprocess_or_skip(transform, item, skip)
-        if data is None:
-            continue
-        image = torch.as_tensor(data["image"]).as_subclass(torch.Tensor).float()
-        if image.ndim != 3:
-            raise DataError(item.get("image"), f"preprocessing gave shape {tuple(image.shape)}, expected [C, H, W]")
-        images.append(((image[:1] + 1) / 2).clamp(0, 1))
-        kept.append(dict(item))
-    if not kept:
-        raise DataError(name, "no loadable images")
-    labels = np.asarray([item["labels"] for item in kept], dtype=np.float64)
-    if label_columns is not None:
-        labels = labels[:, list(label_columns)]
-    reports = [item.get("report") for item in kept]
-    has_reports = all(isinstance(r, str) for r in reports)
-    return ImageSet(name, kept, torch.stack(images), labels, reports if has_reports else None)
-
-
-def subsample(items: list[dict], max_items: int | None, rng: np.random.Generator) -> list[dict]:
-    """A random subset of ``max_items`` items in their original order (all of them when fewer)."""
-    if max_items is None or len(items) <= max_items:
-        return items
-    keep = np.sort(rng.choice(len(items), size=int(max_items), replace=False))
-    return [items[i] for i in keep]
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -449,40 +187,6 @@ def _audit_summary(audit: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def to_jsonable(value: Any) -> Any:
-    """``value`` with tensors / numpy values as Python numbers and lists, paths as text, NaN / inf as None."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, PathLike):
-        return str(value)
-    return value
-
-
-def write_text_atomic(text: str, path: str | PathLike) -> Path:
-    """Write ``text`` to ``path`` (folders made), atomically: a partial file never takes the final name."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, target)
-    return target
-
-
-def write_json(data: Any, path: str | PathLike) -> Path:
-    """Write ``data`` as indented JSON, atomically (:func:`write_text_atomic`)."""
-    return write_text_atomic(json.dumps(data, indent=2) + "\n", path)
-
-
 def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of ``metrics`` (settings, lists and missing values left out) as TensorBoard tags."""
     out: dict[str, float] = {}
@@ -581,18 +285,6 @@ def evaluate(
         the content of ``metrics.json``; ``summary`` (one flat value per :data:`.summary.SUMMARY_KEYS` key, None with
         the reason in ``summary_skipped``) and ``baselines`` are described in :mod:`.summary`.
     """
-    from .summary import (  # summary builds on this module
-        ReportTexts,
-        baseline_measures,
-        check_class_count,
-        decoder_alone_reports,
-        image_readings,
-        independent_label_agreement,
-        label_agreement,
-        read_report_source,
-        summary_measures,
-    )
-
     if xrv not in ("auto", True, False):
         raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
     for path, what in ((independent_classifier_checkpoint, "classifier"), (baseline_decoder_checkpoint, "decoder")):
@@ -613,8 +305,6 @@ def evaluate(
 
     decoder = None
     if decoder_checkpoint is not None:  # first: a bad checkpoint fails before the slow steps
-        from .decode import evaluate_decoder  # decode builds on this module
-
         logger.info("report decoder of %s on the real test split", decoder_checkpoint)
         options = {
             "max_items": max_items,

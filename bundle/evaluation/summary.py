@@ -46,19 +46,13 @@ from bundle.classifier import (
     independent_overrides,
     load_classifier,
 )
+from bundle.data.datalist import Datalist
 from bundle.data.errors import DataError
 
 from .baselines import most_common_per_label_set, retrieval_by_labels
+from .classify import ImageSet, classifier_overrides, classify_images, train_classifier
 from .clinical import label_f1, label_reports, pair_consistency_ratio, thresholds_from_validation
-from .suite import (
-    Datalist,
-    ImageSet,
-    classifier_overrides,
-    classify_images,
-    subsample,
-    train_classifier,
-    write_json,
-)
+from .common import subsample, write_json
 from .text_diversity import distinct_n, label_set_keys, novelty, self_bleu
 
 __all__ = [
