@@ -1,7 +1,7 @@
 """Paired outputs of bundle inference: images (PNG / NIfTI / DICOM), MIMIC-CXR style reports and a manifest.
 
 Image writers take one greyscale image ``[H, W]`` float in [0, 1] and store it as 8- or 16-bit integers so that
-:func:`bundle.transforms.read_cxr` gives the same values back (within one grey level):
+:func:`bundle.data.images.read_cxr` gives the same values back (within one grey level):
 
 - PNG: PIL mode ``L`` (8 bit) or ``I;16`` (16 bit), with a text chunk saying the image is synthetic.
 - NIfTI (``.nii.gz``): voxel axis 0 is the column and axis 1 the row, the project's 2-D convention, so
@@ -148,7 +148,7 @@ def nifti_affine(spacing_mm: float = PIXEL_SPACING_MM) -> np.ndarray:
 
 
 def write_nifti(image: np.ndarray, path: str | PathLike, bit_depth: int = 8) -> Path:
-    """Write ``image`` as a 2-D NIfTI-1 (``.nii`` / ``.nii.gz``) that :func:`bundle.transforms.read_cxr` reads back
+    """Write ``image`` as a 2-D NIfTI-1 (``.nii`` / ``.nii.gz``) that :func:`bundle.data.images.read_cxr` reads back
     in the same orientation: data ``[columns, rows]`` (voxel axis 0 across, axis 1 down)."""
     import nibabel as nib
 
@@ -183,7 +183,7 @@ def write_dicom(
     """Write ``image`` as a Secondary Capture DICOM of a synthetic image (see the module docs).
 
     ``study_uid`` / ``series_uid`` put several images in one study / series; fresh UIDs are made when None.
-    The VOI window spans the whole stored range, so viewers and :func:`bundle.transforms.read_cxr` show the
+    The VOI window spans the whole stored range, so viewers and :func:`bundle.data.images.read_cxr` show the
     stored values unchanged.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -747,7 +747,7 @@ class PairedDatasetWriter:
             return html.escape(record["image"], quote=True)
         from PIL import Image
 
-        from bundle.transforms import read_cxr
+        from bundle.data.images import read_cxr
 
         try:
             image, _ = read_cxr(self.out_dir / record["image"])

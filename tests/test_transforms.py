@@ -15,7 +15,8 @@ from PIL import Image, ImageFile
 
 from bundle.data.errors import DataError
 from bundle.data.tokenizer import END, PAD, ReportTokenizer
-from bundle.transforms import LoadCXRImaged, TokenizeReportd, read_cxr
+from bundle.data.images import read_cxr
+from bundle.transforms import LoadCXRImaged, TokenizeReportd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = REPO_ROOT / "configs" / "train.json"

@@ -21,7 +21,8 @@ from bundle.data.datalist import build_datalist
 from bundle.data.labeler import label_report
 from bundle.data.labels import to_multi_hot
 from bundle.data.sources import read_table, report_from_file
-from bundle.transforms import LoadCXRImage, read_cxr
+from bundle.data.images import read_cxr
+from bundle.transforms import LoadCXRImage
 from bundle.writers import (
     SECONDARY_CAPTURE_IMAGE_STORAGE,
     PairedDatasetWriter,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, SkipCounter
+from .images import read_cxr
 from .labels import DEFAULT_CLASSES, UNCERTAIN_POLICIES, check_class_names, to_multi_hot
 
 logger = logging.getLogger(__name__)
@@ -93,14 +94,10 @@ def remove_duplicates(records: Sequence[Mapping[str, Any]]) -> tuple[list[dict],
     return [r for i, r in enumerate(kept) if i not in drop], +removed
 
 
-def verify_image(path: str, loader: Any = None) -> None:
-    """Load an image the way training will (:class:`bundle.transforms.LoadCXRImaged`); raise DataError if bad."""
-    if loader is None:
-        from bundle.transforms import LoadCXRImaged  # imported lazily: transforms pull in MONAI's readers
-
-        loader = LoadCXRImaged(keys="image")
+def verify_image(path: str) -> None:
+    """Read an image the way training will (:func:`bundle.data.images.read_cxr`); raise DataError if bad."""
     try:
-        loader({"image": path})
+        read_cxr(path)
     except DataError:
         raise
     except Exception as err:  # any reader failure is bad input named by its file
@@ -109,13 +106,10 @@ def verify_image(path: str, loader: Any = None) -> None:
 
 def check_images(records: list[dict], skip: SkipCounter, num_workers: int = 2) -> list[dict]:
     """Records whose image loads; the others raise or are counted in ``skip`` (threads overlap file I/O)."""
-    from bundle.transforms import LoadCXRImaged
-
-    loader = LoadCXRImaged(keys="image")
 
     def check(record: dict) -> DataError | None:
         try:
-            verify_image(record["image"], loader)
+            verify_image(record["image"])
         except DataError as err:
             return err
         return None

@@ -609,7 +609,7 @@ def _is_dicom(path: Path) -> bool:
         return True
     if suffix in _NOT_DICOM_SUFFIXES:
         return False
-    from bundle.transforms import has_dicom_preamble  # imported lazily: transforms pull in MONAI
+    from bundle.data.images import has_dicom_preamble
 
     return has_dicom_preamble(path)
 

@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from .constants import END, PAD, SPECIAL_TOKENS, START, UNK  # re-exported: the report tensor contract
 from .errors import DataError
 
 __all__ = ["PAD", "START", "END", "UNK", "SPECIAL_TOKENS", "DEFAULT_MIN_COUNT", "ReportTokenizer"]
 
-#: Special token ids, fixed by the report tensor contract (docs/architecture.md).
-PAD, START, END, UNK = 0, 1, 2, 3
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<start>", "<end>", "<unk>")
 #: Words seen fewer times than this in the training reports become ``<unk>`` (EMIXER section 4).
 DEFAULT_MIN_COUNT = 6
 

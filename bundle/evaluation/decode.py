@@ -38,8 +38,8 @@ import torch
 
 from bundle.data.datalist import SPLITS, read_datalist
 from bundle.data.errors import DataError, SkipCounter
+from bundle.data.images import IMAGE_SUFFIXES
 from bundle.inference import decode_report_tokens, load_network_weights, read_checkpoint
-from bundle.transforms import IMAGE_SUFFIXES
 
 from .clinical import clinical_efficacy, label_f1
 from .common import (
@@ -348,7 +348,7 @@ def _image_suffix(name: str) -> str | None:
 
 
 def _folder_items(folder: Path, skip: SkipCounter) -> list[dict]:
-    """Every image file under ``folder`` (by its ending, :data:`bundle.transforms.IMAGE_SUFFIXES`), in path order;
+    """Every image file under ``folder`` (by its ending, :data:`bundle.data.images.IMAGE_SUFFIXES`), in path order;
     its id is its path relative to ``folder`` without the ending. Two files of one id (``a.png``, ``a.dcm``): the
     second is a :class:`DataError` (or counted and left out when skipping)."""
     items: list[dict] = []

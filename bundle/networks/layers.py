@@ -18,10 +18,10 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 # The special token ids of the report tensors are the tokenizer's (docs/architecture.md, "Report tensors").
 # END_ID / START_ID / UNK_ID are re-exported for the networks.
-from bundle.data.tokenizer import END as END_ID  # noqa: F401
-from bundle.data.tokenizer import PAD as PAD_ID
-from bundle.data.tokenizer import START as START_ID  # noqa: F401
-from bundle.data.tokenizer import UNK as UNK_ID  # noqa: F401
+from bundle.data.constants import END as END_ID  # noqa: F401
+from bundle.data.constants import PAD as PAD_ID
+from bundle.data.constants import START as START_ID  # noqa: F401
+from bundle.data.constants import UNK as UNK_ID  # noqa: F401
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool = True, eps: float = 1e-6) -> nn.Module:
