@@ -85,7 +85,7 @@ def run_variant(
     seed: int,
 ) -> list[dict[str, Any]]:
     """Train one F variant by teacher forcing; rows of ``{iteration, word_loss, f1_head, f1_given, seconds}``."""
-    from bundle.engines import prepare_emixer_batch
+    from bundle.training.batch import prepare_emixer_batch
 
     torch.manual_seed(seed)
     parser = _parser(dataset_dir, overrides)

@@ -1,6 +1,6 @@
 """Training throughput and memory of EMIXER: the MONAI/Ignite engine against a bare loop, and memory at batch 512.
 
-Builds the five networks, their optimisers and :class:`bundle.engines.EMIXERTrainer` from the bundle configs
+Builds the five networks, their optimisers and :class:`bundle.training.EMIXERTrainer` from the bundle configs
 (``configs/train.json``, + ``configs/demo.json`` for the demo and tiny presets) with no dataset: the class count
 and vocabulary size are set directly and the batches are synthetic ones of the contract's shapes and dtypes
 (images in [-1, 1], multi-hot labels, report tokens as ``TokenizeReportd`` lays them out). It measures, in one run:
@@ -8,7 +8,7 @@ and vocabulary size are set directly and the batches are synthetic ones of the c
 * the engine's iterations and real images per second after warm-up (one iteration = ``n_critic`` discriminator
   steps + one G/F step on a batch of ``batch_size`` real images);
 * the same work stepped by a plain Python loop over the same networks and optimisers (:func:`bare_iteration`,
-  written from the paper's description with :mod:`bundle.losses`), run alternately with the engine's iterations so
+  built from the trainer's own term functions, :mod:`bundle.training.objective`), run alternately with the engine's iterations so
   that both see the same load, and the ratio engine / bare of the seconds per iteration: the cost of the
   Ignite/MONAI engine, which should be about 1;
 * peak memory of training (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the peak resident set size over the
@@ -51,7 +51,10 @@ import torch.nn as nn  # noqa: E402
 
 from bundle.data.labels import DEFAULT_CLASSES  # noqa: E402
 from bundle.data.tokenizer import END, PAD  # noqa: E402
-from bundle.losses import discriminator_loss, generator_loss, rotate_batch, rotation_loss  # noqa: E402
+from bundle.training import gradients as grads  # noqa: E402
+from bundle.training import objective as terms  # noqa: E402
+from bundle.training.gradients import GradientControls  # noqa: E402
+from bundle.training.objective import EMIXERNetworks, Objective  # noqa: E402
 
 __all__ = [
     "PRESETS",
@@ -400,76 +403,81 @@ def bare_iteration(
     batch: Mapping[str, torch.Tensor],
     settings: Mapping[str, Any],
     device: torch.device,
+    objective: Objective,
+    gradients: GradientControls | None = None,
     ema: nn.Module | None = None,
     scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None = None,
     amp: bool = False,
     f_optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
-    """One EMIXER iteration as a plain loop (the reference for the engine's cost): ``n_critic`` steps of the three
-    discriminators (hinge/non-saturating on real vs fake, + alpha x rotation loss on the rotated reals), then one step
-    of G and F (adversarial terms through the frozen discriminators with Gumbel-softmax reports, rotation loss on the
-    rotated fakes, teacher forcing on the real pairs; F stepped by ``f_optimizer`` when it has its own) and the EMA
-    update. Returns the losses (one host transfer)."""
-    g, f = nets["generator"], nets["report_decoder"]
-    d_image, d_report, d_joint = nets["image_discriminator"], nets["report_discriminator"], nets["joint_discriminator"]
-    kind, z_dim, tau = settings["adversarial_loss"], settings["latent_dim"], settings["gumbel_temperature"]
+    """One EMIXER iteration as a plain loop (the reference for the engine's cost), built from the same term functions
+    as the trainer (:mod:`bundle.training.objective`), so the two compute the same losses: ``n_critic`` steps of the
+    discriminators against fresh fakes, then one step of G and F with the discriminators frozen (F's adversarial
+    gradient routed as ``gradients`` say), and the EMA update. Returns ``d_total`` per critic step and ``g_total``
+    (one host transfer)."""
+    networks = EMIXERNetworks(*(nets[name] for name in EMIXERNetworks._fields))
+    gradients = gradients or GradientControls()
+    z_dim, tau = settings["latent_dim"], objective.gumbel_temperature
     d_scaler, g_scaler = scalers or (torch.amp.GradScaler("cuda", enabled=False),) * 2
     autocast = (lambda: torch.autocast("cuda")) if amp else contextlib.nullcontext
     real, labels = batch["image"].to(device), batch["labels"].to(device)
     report, num_sentences = batch["report_tokens"].to(device), batch["report_num_sentences"].to(device)
-    b = real.shape[0]
+    g, f, b = networks.generator, networks.report_decoder, real.shape[0]
     losses = []
     for _ in range(settings["n_critic"]):
         y_fake = labels[torch.randperm(b, device=device)]
         with autocast():
             with torch.no_grad():
                 x_fake = g(torch.randn(b, z_dim, device=device), y_fake)
-                s_fake = f.sample(x_fake, temperature=tau, hard=True, gumbel=True)["word_probs"]
-            rotated, targets = rotate_batch(real)
-            logits, rotation = d_image(
-                torch.cat([rotated, x_fake]), torch.cat([labels.repeat(4, 1), y_fake]), return_rotation=True
-            )
-            d_loss = discriminator_loss(logits[:b].float(), logits[4 * b :].float(), kind)
-            d_loss = d_loss + settings["alpha"] * rotation_loss(rotation[: 4 * b].float(), targets)
-            d_loss = d_loss + discriminator_loss(d_report(report).float(), d_report(s_fake).float(), kind)
-            d_loss = d_loss + discriminator_loss(d_joint(real, report).float(), d_joint(x_fake, s_fake).float(), kind)
+                s_fake = terms.sample_reports(f, x_fake, y_fake, tau) if objective.uses_text else None
+            d_terms = terms.discriminator_terms(networks, (real, labels, report), (x_fake, y_fake, s_fake), objective)
+            d_loss = terms.weighted_sum(d_terms, objective, real)
         d_optimizer.zero_grad(set_to_none=True)
         d_scaler.scale(d_loss).backward()
         d_scaler.step(d_optimizer)
         d_scaler.update()
         losses.append(d_loss.detach())
 
-    for d in (d_image, d_report, d_joint):
-        d.requires_grad_(False)
     y_fake = labels[torch.randperm(b, device=device)]
-    with autocast():
-        x_fake = g(torch.randn(b, z_dim, device=device), y_fake)
-        rotated, targets = rotate_batch(x_fake)
-        logits, rotation = d_image(rotated, y_fake.repeat(4, 1), return_rotation=True)
-        g_loss = generator_loss(logits[:b].float(), kind)
-        g_loss = g_loss + settings["rotation_weight_g"] * rotation_loss(rotation.float(), targets)
-        s_fake = f.sample(x_fake, temperature=tau, hard=True, gumbel=True)["word_probs"]
-        g_loss = g_loss + generator_loss(d_report(s_fake).float(), kind)
-        g_loss = g_loss + generator_loss(d_joint(x_fake, s_fake).float(), kind)
-        teacher = f.loss(real, report, num_sentences)["loss"].float()
-        g_loss = g_loss + settings["teacher_forcing_weight"] * teacher
-    g_optimizer.zero_grad(set_to_none=True)
-    if f_optimizer is not None:
-        f_optimizer.zero_grad(set_to_none=True)
-    g_scaler.scale(g_loss).backward()
-    g_scaler.step(g_optimizer)
-    if f_optimizer is not None:
-        g_scaler.step(f_optimizer)
-    g_scaler.update()
-    for d in (d_image, d_report, d_joint):
-        d.requires_grad_(True)
+    with grads.frozen(networks[2:]):
+        with autocast():
+            x_fake = g(torch.randn(b, z_dim, device=device), y_fake)
+            g_terms = terms.image_generator_terms(networks.image_discriminator, x_fake, y_fake, objective)
+            if objective.consistency_weight:
+                g_terms["g_consistency"] = terms.consistency_term(f, x_fake, y_fake)
+            image_loss = terms.weighted_sum(g_terms, objective, x_fake)
+            x_text = grads.text_reader_input(x_fake, gradients)
+            text_terms = terms.text_generator_terms(
+                networks, x_fake, terms.sample_reports(f, x_text, y_fake, tau), objective
+            )
+            text_loss = terms.weighted_sum(text_terms, objective, x_fake)
+            adversarial = image_loss + text_loss
+            if gradients.bounds_text_gradient:
+                ratio, scale = gradients.text_grad_max_ratio, gradients.text_grad_to_generator
+                adversarial = adversarial + grads.bounded_text_gradient(
+                    x_fake, x_text, image_loss, text_loss, ratio, scale
+                )
+            teacher_terms = terms.teacher_forcing_terms(f, real, report, num_sentences, labels, None, objective)
+            teacher = objective.teacher_forcing_weight * teacher_terms["f_teacher_forcing"]
+        g_optimizer.zero_grad(set_to_none=True)
+        if f_optimizer is not None:
+            f_optimizer.zero_grad(set_to_none=True)
+        if gradients.splits_backward(True):
+            image_params = {id(p) for p in f.image_reader_parameters()}
+            grads.backward_split(f, adversarial, teacher, gradients, g_scaler, image_params)
+        else:
+            g_scaler.scale(adversarial + teacher).backward()
+        g_scaler.step(g_optimizer)
+        if f_optimizer is not None:
+            g_scaler.step(f_optimizer)
+        g_scaler.update()
     if ema is not None:
         with torch.no_grad():
             for e, p in zip(ema.parameters(), g.parameters()):
                 e.lerp_(p, 1.0 - settings["ema_decay"])
             for e, p in zip(ema.buffers(), g.buffers()):
                 e.copy_(p)
-    losses.append(g_loss.detach())
+    losses.append((adversarial + teacher).detach())
     return torch.stack(losses).tolist()
 
 
@@ -515,6 +523,8 @@ def time_interleaved(
             training.batch,
             settings,
             device,
+            trainer.objective,
+            trainer.gradients,
             ema=ema,
             scalers=scalers,
             amp=training.amp,

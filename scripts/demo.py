@@ -109,7 +109,7 @@ def demo(
     configs = [str(CONFIG_DIR / "inference.json"), str(CONFIG_DIR / "demo.json")]
     inference = {"labels": "per_class", "num_samples": samples_per_class, "overwrite": True, **common}
     flow = run_workflow(configs, "infer", generated_dir=str(generated), **inference)
-    written = flow.parser.get_parsed_content("handlers")[0].summary
+    written = flow.parser.get_parsed_content("saver").summary
     sheet = preview_sheet(generated, run_dir / "generated_preview.png")
     print(f"generated {written['num_samples']} paired samples: {generated} (open index.html in a browser)")
     print(f"one generated sample per finding, with its report: {sheet}")

@@ -75,7 +75,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "label_fraction_0.5": {"label_fraction": 0.5},
     "label_fraction_0.3_no_rotation": {"label_fraction": 0.3, "use_rotation_loss": False},
     "label_fraction_0.5_no_rotation": {"label_fraction": 0.5, "use_rotation_loss": False},
-    "sm_gan": {"train#trainer#use_report_loss": False, "train#trainer#use_joint_loss": False},
+    "sm_gan": {"report_loss_weight": 0.0, "joint_loss_weight": 0.0},
     # the preset with one extra term off (the paper has none of them), and its text path unbounded or off
     "no_auxiliary_classifier": {"classification_weight": 0.0},
     "no_consistency": {"consistency_weight": 0.0},
@@ -83,10 +83,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "text_path_unbounded": {"f_adversarial_max_ratio": None, "text_grad_max_ratio": None},
     "text_path_off": {"f_adversarial_weight": 0.0, "text_grad_to_generator": 0.0},
     DECODER_ALONE: {
-        "train#trainer#use_image_loss": False,
+        "image_loss_weight": 0.0,
         "use_rotation_loss": False,
-        "train#trainer#use_report_loss": False,
-        "train#trainer#use_joint_loss": False,
+        "report_loss_weight": 0.0,
+        "joint_loss_weight": 0.0,
+        "classification_weight": 0.0,
         "consistency_weight": 0.0,
     },
 }

@@ -107,6 +107,8 @@ def test_bare_iteration_does_n_critic_d_steps_then_one_g_and_f_step(tiny) -> Non
             tiny.batch,
             tiny.settings,
             tiny.device,
+            tiny.trainer.objective,
+            tiny.trainer.gradients,
             f_optimizer=tiny.f_optimizer,
         )
     finally:

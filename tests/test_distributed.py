@@ -1,7 +1,7 @@
 """Data-parallel training: configs/multi_gpu_train.json under torchrun, two CPU processes on the gloo backend.
 
 Each process reads its own shard of the data and draws its own latents, so without the gradient all-reduce of
-:mod:`bundle.distributed` the two copies of every network would drift apart after the first step.
+:mod:`bundle.training.distributed` the two copies of every network would drift apart after the first step.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ from ignite.engine import Events
 
 from bundle.data.errors import DataError
 from bundle.data.label_fraction import apply_label_fraction
-from bundle.diff_augment import DiffAugment
-from bundle.engines import LOSS_KEYS, EMIXERTrainer, fake_label_indices, scale_gradient
-from bundle.losses import classification_loss
 from bundle.networks import Generator, ImageDiscriminator, JointDiscriminator, ReportDecoder, ReportDiscriminator
 from bundle.networks.layers import END_ID, PAD_ID
+from bundle.training import LOSS_KEYS, EMIXERTrainer, GradientControls, Objective
+from bundle.training.batch import fake_label_indices
+from bundle.training.gradients import add_bounded_grads, scale_gradient, take_grads
+from bundle.training.warmup import ReportDecoderWarmup
 
 VOCAB, S, W, K = 40, 3, 6, 3
 CLASS_NAMES = ["Pleural Effusion", "Cardiomegaly", "Lung Lesion"]
@@ -68,10 +69,18 @@ def build_networks(seed: int = 0, heads: bool = False) -> dict[str, torch.nn.Mod
     }
 
 
+OBJECTIVE_FIELDS = set(Objective.__dataclass_fields__)
+GRADIENT_FIELDS = set(GradientControls.__dataclass_fields__)
+NO_ROTATION = {"alpha": 0.0, "rotation_weight_g": 0.0}
+
+
 def make_trainer(
     data, networks: dict | None = None, g_lr: float = 1e-4, f_lr: float | None = None, d_lr: float = 2e-4, **kwargs
 ) -> EMIXERTrainer:
-    """An EMIXERTrainer over ``data`` (a list of batches or a DataLoader) with Adam(betas=(0, 0.999)) optimisers."""
+    """An EMIXERTrainer over ``data`` (a list of batches or a DataLoader) with Adam(betas=(0, 0.999)) optimisers;
+    keyword arguments named like :class:`Objective` or :class:`GradientControls` fields go to those."""
+    objective = Objective(**{k: kwargs.pop(k) for k in list(kwargs) if k in OBJECTIVE_FIELDS})
+    gradients = GradientControls(**{k: kwargs.pop(k) for k in list(kwargs) if k in GRADIENT_FIELDS})
     nets = build_networks() if networks is None else networks
     g_params = list(nets["generator"].parameters())
     f_params = list(nets["report_decoder"].parameters())
@@ -86,6 +95,8 @@ def make_trainer(
         g_optimizer=torch.optim.Adam(g_params, lr=g_lr, betas=(0.0, 0.999)),
         f_optimizer=None if f_lr is None else torch.optim.Adam(f_params, lr=f_lr, betas=(0.0, 0.999)),
         d_optimizer=torch.optim.Adam(d_params, lr=d_lr, betas=(0.0, 0.999)),
+        objective=objective,
+        gradients=gradients,
         **nets,
         **kwargs,
     )
@@ -164,25 +175,24 @@ def params_of(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 HEAD_TERMS = ["d_class", "g_class", "f_labels", "g_consistency"]
-EXTRA = ["f_extra_teacher_forcing"]  # only with report_steps_per_iteration > 0
 
 
 @pytest.mark.parametrize(
     "switches,absent",
     [
-        ({}, HEAD_TERMS + EXTRA),
+        ({}, HEAD_TERMS),
         (
-            {"use_report_loss": False, "use_joint_loss": False},
-            ["d_report", "d_joint", "g_report", "g_joint"] + HEAD_TERMS + EXTRA,
+            {"report_loss_weight": 0.0, "joint_loss_weight": 0.0},
+            ["d_report", "d_joint", "g_report", "g_joint"] + HEAD_TERMS,
         ),
         (
-            {"use_rotation_loss": False, "use_teacher_forcing": False},
-            ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS + EXTRA,
+            {**NO_ROTATION, "teacher_forcing_weight": 0.0},
+            ["d_rotation", "g_rotation", "f_teacher_forcing"] + HEAD_TERMS,
         ),
-        ({"heads": True, "classification_weight": 1.0, "consistency_weight": 1.0, "report_steps_per_iteration": 1}, []),
+        ({"heads": True, "classification_weight": 1.0, "consistency_weight": 1.0}, []),
         (
-            {"heads": True, "classification_weight": 1.0, "use_rotation_loss": False},
-            ["d_rotation", "g_rotation", "g_consistency"] + EXTRA,
+            {"heads": True, "classification_weight": 1.0, **NO_ROTATION},
+            ["d_rotation", "g_rotation", "g_consistency"],
         ),
     ],
     ids=["all_terms", "sm_gan", "no_rotation_no_teacher_forcing", "auxiliary_heads", "heads_no_rotation"],
@@ -204,7 +214,7 @@ def test_one_iteration_outputs_every_enabled_term(batch, switches, absent) -> No
     assert changed["generator"]
     for name in ("report_discriminator", "joint_discriminator"):
         network = getattr(trainer, name)
-        term_on = switches.get(f"use_{name.split('_')[0]}_loss", True)
+        term_on = switches.get(f"{name.split('_')[0]}_loss_weight", 1.0) > 0
         assert changed[name] == term_on, name  # a switched-off discriminator is never trained ...
         if not term_on:
             assert all(p.grad is None for p in network.parameters()), name  # ... nor reached by any gradient
@@ -214,7 +224,7 @@ def test_one_iteration_outputs_every_enabled_term(batch, switches, absent) -> No
 
 def test_unused_networks_may_be_none(batch) -> None:
     networks = dict(build_networks(), report_discriminator=None, joint_discriminator=None)
-    trainer = make_trainer([batch], networks, use_report_loss=False, use_joint_loss=False)
+    trainer = make_trainer([batch], networks, report_loss_weight=0.0, joint_loss_weight=0.0)
     trainer.run()
     assert "d_total" in trainer.state.output and "g_report" not in trainer.state.output
     assert "report_discriminator" not in trainer.checkpoint_dict(include_rng=False)
@@ -237,7 +247,7 @@ def count_steps(optimizer: torch.optim.Optimizer) -> list[int]:
 
 
 def test_n_critic_discriminator_steps_per_generator_step(batch) -> None:
-    trainer = make_trainer([batch, batch], f_lr=1e-3, n_critic=3, use_joint_loss=False, use_report_loss=False)
+    trainer = make_trainer([batch, batch], f_lr=1e-3, n_critic=3, joint_loss_weight=0.0, report_loss_weight=0.0)
     d_calls, g_calls = count_steps(trainer.d_optimizer), count_steps(trainer.g_optimizer)
     f_calls = count_steps(trainer.f_optimizer)
     trainer.run()
@@ -260,7 +270,9 @@ def test_unlabelled_items_enter_without_labels_and_fake_labels_follow_labelled_i
     labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
     for item, row in zip(items, labels):
         item["labels"] = row
-    trainer = make_trainer([collate(items, labelled=[1.0, 0.0, 1.0, 0.0])], use_report_loss=False, use_joint_loss=False)
+    trainer = make_trainer(
+        [collate(items, labelled=[1.0, 0.0, 1.0, 0.0])], report_loss_weight=0.0, joint_loss_weight=0.0
+    )
     calls = capture_image_d_inputs(trainer)
     trainer.run()
     d_calls = calls[:2]  # two critic steps: [4 rotations of the 4 reals, 4 fakes]; then the generator step
@@ -276,7 +288,7 @@ def test_unlabelled_items_enter_without_labels_and_fake_labels_follow_labelled_i
     assert all(torch.equal(row, labels[0]) or torch.equal(row, labels[2]) for row in y)
 
     # no labelled item at all: fakes are generated and scored unconditionally
-    trainer = make_trainer([collate(items, labelled=[0.0] * 4)], use_report_loss=False, use_joint_loss=False)
+    trainer = make_trainer([collate(items, labelled=[0.0] * 4)], report_loss_weight=0.0, joint_loss_weight=0.0)
     calls = capture_image_d_inputs(trainer)
     trainer.run()
     assert all(torch.count_nonzero(y) == 0 for _, y in calls)
@@ -284,7 +296,7 @@ def test_unlabelled_items_enter_without_labels_and_fake_labels_follow_labelled_i
 
 
 def test_split_batch_gives_each_critic_step_its_own_reals(batch) -> None:
-    trainer = make_trainer([batch], d_split_batch=True, use_report_loss=False, use_joint_loss=False)
+    trainer = make_trainer([batch], d_split_batch=True, report_loss_weight=0.0, joint_loss_weight=0.0)
     calls = capture_image_d_inputs(trainer)
     trainer.run()
     first, second = calls[0][0], calls[1][0]
@@ -301,7 +313,7 @@ def test_fake_label_indices() -> None:
 
 
 def test_ema_generator_follows_generator(batch) -> None:
-    trainer = make_trainer([batch], ema_decay=0.5, use_report_loss=False, use_joint_loss=False, amp=True)
+    trainer = make_trainer([batch], ema_decay=0.5, report_loss_weight=0.0, joint_loss_weight=0.0, amp=True)
     assert not trainer.use_autocast  # amp is a CUDA feature: the CPU runs in fp32
     start = params_of(trainer.generator)
     trainer.run()
@@ -336,7 +348,7 @@ def test_auxiliary_heads_learn_the_findings() -> None:
     batches = [collate(items[i : i + 8]) for i in range(0, 32, 8)]
     networks = build_networks(heads=True)
     trainer = make_trainer(
-        batches, networks, f_lr=3e-3, d_lr=1e-3, max_epochs=6, classification_weight=1.0, use_joint_loss=False
+        batches, networks, f_lr=3e-3, d_lr=1e-3, max_epochs=6, classification_weight=1.0, joint_loss_weight=0.0
     )
     outputs = record_outputs(trainer)
     trainer.run()
@@ -358,9 +370,9 @@ def test_consistency_term_moves_g_through_a_frozen_label_head(batch) -> None:
         networks,
         f_lr=1e-2,
         consistency_weight=1.0,
-        use_teacher_forcing=False,
-        use_report_loss=False,
-        use_joint_loss=False,
+        teacher_forcing_weight=0.0,
+        report_loss_weight=0.0,
+        joint_loss_weight=0.0,
     )
     f_before, g_before = copy.deepcopy(f.state_dict()), params_of(trainer.generator)
     trainer.run()
@@ -380,7 +392,7 @@ def test_f_adversarial_weight_scales_only_what_f_learns_from_the_adversarial_ter
         torch.manual_seed(0)
         networks = build_networks(heads=True)
         before = {k: params_of(networks[k]) for k in ("generator", "report_decoder")}
-        trainer = make_trainer([batch], networks, f_lr=1e-2, use_teacher_forcing=False, f_adversarial_weight=weight)
+        trainer = make_trainer([batch], networks, f_lr=1e-2, teacher_forcing_weight=0.0, f_adversarial_weight=weight)
         trainer.run()
         results[weight] = {k: params_of(networks[k]) for k in ("generator", "report_decoder")}
         moved = [not torch.equal(a, b) for a, b in zip(before["report_decoder"], results[weight]["report_decoder"])]
@@ -405,7 +417,7 @@ def test_f_image_adversarial_weight_keeps_fs_image_reading_to_real_pairs(batch) 
         before = {id(p): p.detach().clone() for p in decoder.parameters()}
         g_before = params_of(networks["generator"])
         trainer = make_trainer(
-            [batch], networks, f_lr=1e-2, use_teacher_forcing=False, f_image_adversarial_weight=image_weight
+            [batch], networks, f_lr=1e-2, teacher_forcing_weight=0.0, f_image_adversarial_weight=image_weight
         )
         trainer.run()
         changed = {id(p) for p in decoder.parameters() if not torch.equal(before[id(p)], p.detach())}
@@ -425,11 +437,11 @@ def test_f_adversarial_max_ratio_bounds_each_tensor_by_its_teacher_forcing_gradi
     params = list(trainer.report_decoder.parameters())
     for k, p in enumerate(params):
         p.grad = torch.full_like(p, 10.0) if k % 2 else torch.full_like(p, 0.001)
-    adversarial = trainer._take_decoder_grads()
+    adversarial = take_grads(trainer.report_decoder)
     assert all(p.grad is None for p in params)
     for p in params[:-1]:
         p.grad = torch.ones_like(p)
-    trainer._add_bounded_decoder_grads(adversarial, 0.5)
+    add_bounded_grads(trainer.report_decoder, adversarial, 0.5)
     for k, (p, extra) in enumerate(zip(params[:-1], adversarial)):
         added = p.grad - 1.0
         limit = 0.5 * float(torch.linalg.vector_norm(torch.ones_like(p)))
@@ -464,10 +476,10 @@ def test_text_grad_to_generator_off_keeps_the_report_term_from_moving_g(batch) -
             [batch],
             networks,
             f_lr=1e-2,
-            use_image_loss=False,
-            use_rotation_loss=False,
-            use_joint_loss=joint,
-            use_teacher_forcing=False,
+            image_loss_weight=0.0,
+            **NO_ROTATION,
+            joint_loss_weight=float(joint),
+            teacher_forcing_weight=0.0,
             text_grad_to_generator=flag,
         )
         trainer.run()
@@ -502,10 +514,10 @@ def test_text_grad_to_generator_weight_scales_gs_report_gradient(batch) -> None:
         trainer = make_trainer(
             [batch],
             networks,
-            use_image_loss=False,
-            use_rotation_loss=False,
-            use_joint_loss=False,
-            use_teacher_forcing=False,
+            image_loss_weight=0.0,
+            **NO_ROTATION,
+            joint_loss_weight=0.0,
+            teacher_forcing_weight=0.0,
             text_grad_to_generator=weight,
         )
         trainer.g_optimizer = torch.optim.SGD(networks["generator"].parameters(), lr=1.0)
@@ -522,15 +534,16 @@ def test_text_grad_max_ratio_bounds_gs_gradient_through_f(batch) -> None:
     """``text_grad_max_ratio``: G's step is the image terms' plus the gradient through F scaled per image to at most
     ratio x the image terms' norm. Ratio 0 gives G exactly the step of ``text_grad_to_generator`` 0; a large ratio
     the step of the unbounded path (the bound then never binds); a small one something between."""
+
     def g_after(**kwargs: float | None) -> list[torch.Tensor]:
         torch.manual_seed(0)
         networks = build_networks()
         trainer = make_trainer(
             [batch],
             networks,
-            use_teacher_forcing=False,
-            use_rotation_loss=False,
-            use_joint_loss=False,
+            teacher_forcing_weight=0.0,
+            **NO_ROTATION,
+            joint_loss_weight=0.0,
             report_loss_weight=1e3,  # the path through F must stand out from float noise in G's step
             f_adversarial_weight=0.0,
             **kwargs,
@@ -560,39 +573,13 @@ def test_f_reads_generated_images_without_moving_its_batchnorm_statistics(batch)
     for text in (True, False):
         torch.manual_seed(0)
         networks = build_networks()
-        make_trainer([batch], networks, use_report_loss=text, use_joint_loss=text).run()
+        make_trainer([batch], networks, report_loss_weight=float(text), joint_loss_weight=float(text)).run()
         stats[text] = {
-            name: buffer.clone()
-            for name, buffer in networks["report_decoder"].named_buffers()
-            if "running" in name
+            name: buffer.clone() for name, buffer in networks["report_decoder"].named_buffers() if "running" in name
         }
     assert stats[True]
     for name, value in stats[True].items():
         assert torch.allclose(value, stats[False][name], atol=1e-6), name
-
-
-def test_diff_augment_transforms_every_image_d_image_reads(batch) -> None:
-    """``diff_augment``: the reals and fakes of D's step and the fakes of G's step reach D_image through the
-    augmentation, each batch separately; a list of policy names builds a ``DiffAugment``, an empty one is off."""
-    seen: list[int] = []
-
-    def marked(x: torch.Tensor) -> torch.Tensor:  # a recognisable "augmentation"
-        seen.append(x.shape[0])
-        return x + 100.0
-
-    trainer = make_trainer([batch], use_rotation_loss=False, n_critic=1, diff_augment=marked)
-    inputs = capture_image_d_inputs(trainer)
-    trainer.run()
-    b = batch["image"].shape[0]
-    assert seen == [b, b, b]  # D step: reals, fakes; G step: fakes
-    assert len(inputs) == 2 and all(bool((images > 50).all()) for images, _ in inputs)
-    policies = make_trainer([batch], diff_augment=["translation", "cutout"])
-    assert isinstance(policies.diff_augment, DiffAugment) and policies.diff_augment.policy == ["translation", "cutout"]
-    policies.run()
-    assert np.isfinite(policies.state.output["d_image"])
-    assert make_trainer([batch], diff_augment=[]).diff_augment is None
-    with pytest.raises(ValueError, match="'flip'"):
-        make_trainer([batch], diff_augment=["flip"])
 
 
 def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> None:
@@ -609,66 +596,10 @@ def test_report_decoder_warm_up_trains_f_alone_before_the_first_iteration() -> N
     trainer.run()
     assert all(torch.equal(a, b) for a, b in zip(g_before, seen["g"]))  # G untouched by the warm-up
     assert any(not torch.equal(a, b) for a, b in zip(f_before, seen["f"]))
-    losses = trainer.warm_up_report_decoder()  # 30 more steps, cycling over the 2 batches
+    losses = ReportDecoderWarmup(30)(trainer)  # 30 more steps, cycling over the 2 batches
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
-    assert trainer._report_batches is None  # no extra F steps: the warm-up's pass over the data is released
     with pytest.raises(ValueError, match="report_warmup_iterations"):
         make_trainer(data, report_warmup_iterations=-1)
-
-
-def test_consistency_snapshot_freezes_the_head_g_reads_at_its_warm_up_step() -> None:
-    """``consistency_snapshot_iteration``: G's consistency term reads F as it was after that warm-up step (kept in
-    the checkpoint), while F itself goes on training; without it G reads the live F."""
-    data = [collate(synthetic_pairs(8, seed=s)) for s in range(2)]
-    networks = build_networks(heads=True)
-    f = networks["report_decoder"]
-    trainer = make_trainer(
-        data, networks, f_lr=3e-3, consistency_weight=1.0, report_warmup_iterations=6, consistency_snapshot_iteration=2
-    )
-    seen = {}
-
-    def after_step(engine) -> None:  # F after each warm-up step, by wrapping the step
-        seen.setdefault("f", []).append(copy.deepcopy(f.state_dict()))
-
-    step = trainer.report_decoder_step
-    trainer.report_decoder_step = lambda: (step(), after_step(trainer))[0]
-    trainer.run()
-    snapshot = trainer.consistency_decoder.state_dict()
-    assert all(torch.equal(v, seen["f"][1][k]) for k, v in snapshot.items())  # F after step 2 of 6
-    assert any(not torch.equal(v, f.state_dict()[k]) for k, v in snapshot.items())  # F trained on
-    assert not any(p.requires_grad for p in trainer.consistency_decoder.parameters())
-    assert "consistency_decoder" in trainer.checkpoint_dict()
-    x, y = data[0]["image"], data[0]["labels"]
-    expected = classification_loss(trainer.consistency_decoder.label_logits(x), y)
-    torch.testing.assert_close(trainer._consistency_loss(x, y), expected)
-    assert "consistency_decoder" not in make_trainer(data, build_networks(heads=True)).checkpoint_dict()
-    for bad in ({"consistency_snapshot_iteration": 7}, {"consistency_snapshot_iteration": 0}):
-        with pytest.raises(ValueError, match="consistency_snapshot_iteration"):
-            make_trainer(data, build_networks(heads=True), consistency_weight=1.0, report_warmup_iterations=6, **bad)
-    with pytest.raises(ValueError, match="consistency_weight"):
-        make_trainer(data, build_networks(heads=True), report_warmup_iterations=6, consistency_snapshot_iteration=2)
-
-
-def test_report_steps_per_iteration_adds_f_alone_steps_on_their_own_batches() -> None:
-    """``report_steps_per_iteration``: after each GAN iteration F takes that many teacher-forcing steps of its own
-    (its optimiser only), logged as ``f_extra_teacher_forcing``; G and the discriminators step once."""
-    data = [collate(synthetic_pairs(8, seed=s)) for s in range(3)]
-    networks = build_networks(heads=True)
-    trainer = make_trainer(data, networks, f_lr=3e-3, report_steps_per_iteration=2)
-    outputs = record_outputs(trainer)
-    steps = {name: count_steps(getattr(trainer, name)) for name in ("f_optimizer", "g_optimizer", "d_optimizer")}
-    trainer.run()
-    assert {name: calls[0] for name, calls in steps.items()} == {
-        "f_optimizer": 3 * (1 + 2),
-        "g_optimizer": 3,
-        "d_optimizer": 3 * trainer.n_critic,
-    }
-    assert len(outputs) == 3 and all(np.isfinite(o["f_extra_teacher_forcing"]) for o in outputs)
-    plain = make_trainer(data, build_networks(heads=True), f_lr=3e-3)
-    plain.run()
-    assert "f_extra_teacher_forcing" not in plain.state.output
-    with pytest.raises(ValueError, match="report_steps_per_iteration"):
-        make_trainer(data, report_steps_per_iteration=-1)
 
 
 # ---------------------------------------------------------------------------------------------- label fraction
@@ -721,7 +652,7 @@ def test_label_fraction_items_train() -> None:
         item["labels"], item["labelled"] = torch.tensor(item.pop("labels")), torch.tensor(item["labelled"])
         item.pop("labels_full")
     trainer = make_trainer(
-        torch.utils.data.DataLoader(marked, batch_size=4), use_report_loss=False, use_joint_loss=False
+        torch.utils.data.DataLoader(marked, batch_size=4), report_loss_weight=0.0, joint_loss_weight=0.0
     )
     trainer.run()
     assert trainer.state.iteration == 2 and np.isfinite(trainer.state.output["g_total"])

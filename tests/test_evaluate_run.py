@@ -21,11 +21,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bundle.classifier import DEFAULT_CONFIGS, xrv_available
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError, SkipCounter
+from bundle.data.images import read_cxr
 from bundle.evaluation.classify import load_image_set
 from bundle.evaluation.report import write_report
 from bundle.evaluation.suite import evaluate
 from bundle.evaluation.summary import BASELINE_KEYS, BASELINES
-from bundle.transforms import read_cxr
 from bundle.writers import PairedDatasetWriter
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 from tests.tiny import check_summary as check_summary_values

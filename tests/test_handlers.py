@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from bundle.data.tokenizer import ReportTokenizer
-from bundle.handlers import (
+from bundle.training.handlers import (
     NonFiniteLossError,
     RNGState,
     StopOnNonFinite,
@@ -87,7 +87,7 @@ def test_rng_state_round_trip(tmp_path) -> None:
 
 def test_non_finite_loss_stops_with_a_named_error_and_saves_nothing(tmp_path) -> None:
     batch = collate(synthetic_pairs(4, seed=1))
-    trainer = make_trainer([batch, batch], max_epochs=2, use_joint_loss=False)
+    trainer = make_trainer([batch, batch], max_epochs=2, joint_loss_weight=0.0)
     saver = CheckpointSaver(
         str(tmp_path), trainer.checkpoint_dict(), save_final=True, save_interval=1, epoch_level=False
     )

@@ -362,28 +362,6 @@ def test_label_conditioned_decoder_learns_from_the_true_labels_of_labelled_rows(
     assert torch.autograd.grad(label_loss, head)[0].abs().sum() > 0  # the head still learns from its BCE
 
 
-def test_pseudo_labels_give_unlabelled_rows_the_heads_hard_predictions() -> None:
-    """``pseudo_labels``: an unlabelled row is taught exactly as if its labels were the head's 0/1 predictions, and
-    the word loss no longer reaches the head (which learns from its BCE on labelled rows only)."""
-    f = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, pseudo_labels=True, **TINY_DECODER).eval()
-    x, tokens, y = torch.randn(2, 3, 32, 32), make_report(2, [3, 2]), labels(2)
-    with torch.no_grad():
-        f.label_head.bias.copy_(torch.linspace(-2.0, 2.0, K))  # predictions on both sides of 0.5
-    hard = (torch.sigmoid(f.label_logits(x)) > 0.5).float()
-    assert 0 < hard.sum() < hard.numel()
-    mixed = f.loss(x, tokens, labels=y, labelled=torch.tensor([1.0, 0.0]))["word_loss"]
-    as_if_labelled = f.loss(x, tokens, labels=torch.stack([y[0], hard[1]]), labelled=torch.ones(2))["word_loss"]
-    torch.testing.assert_close(mixed, as_if_labelled)
-    grad = torch.autograd.grad(mixed, f.label_head.weight, allow_unused=True)[0]
-    assert grad is None or not grad.any()
-    soft = ReportDecoder(VOCAB, num_classes=K, label_conditioned=True, **TINY_DECODER).eval()
-    soft.load_state_dict(f.state_dict())
-    soft_loss = soft.loss(x, tokens, labels=y, labelled=torch.tensor([1.0, 0.0]))["word_loss"]
-    assert not torch.equal(soft_loss, mixed)  # the same weights without pseudo labels read soft probabilities
-    with pytest.raises(ValueError, match="label_conditioned"):
-        ReportDecoder(VOCAB, num_classes=K, pseudo_labels=True, **TINY_DECODER)
-
-
 def test_label_conditioned_decoder_writes_from_the_given_labels() -> None:
     """A ``label_conditioned`` F reads the labels it is given (a generated image's conditioning labels), its head
     when given none; a plain F always reads its head."""

@@ -516,8 +516,8 @@ def test_decoder_baseline_is_the_same_seed_else_shared() -> None:
 
 def test_decoder_alone_switches_every_term_that_moves_g_off() -> None:
     settings = SETTINGS[DECODER_ALONE]
-    for key in ("use_image_loss", "use_report_loss", "use_joint_loss"):
-        assert settings[f"train#trainer#{key}"] is False
+    for key in ("image_loss_weight", "report_loss_weight", "joint_loss_weight", "classification_weight"):
+        assert settings[key] == 0.0
     assert settings["use_rotation_loss"] is False and settings["consistency_weight"] == 0.0
     for limited in ("label_fraction_0.3", "label_fraction_0.5"):
         assert SETTINGS[f"{limited}_no_rotation"] == {**SETTINGS[limited], "use_rotation_loss": False}

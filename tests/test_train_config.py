@@ -143,3 +143,29 @@ def test_embedded_full_config_builds_the_larger_model_and_trains_one_iteration(
     flow.finalize()
     assert flow.trainer.state.iteration == 1 and set(flow.trainer.state.output) >= {"d_rotation", "g_joint"}
     assert (tmp_path / "full" / "models" / "checkpoint_final.pt").is_file()
+
+
+def test_a_checkpoint_of_version_0_4_0_resumes(dataset_dir: Path, tmp_path: Path) -> None:
+    """``tests/data/checkpoint_0.4.0`` was written by version 0.4.0's trainer (the tiny config, 2 iterations, with its
+    tokenizer): today's trainer loads every object from it and trains on from iteration 3, and saves the same keys."""
+    old = Path(__file__).parent / "data" / "checkpoint_0.4.0"
+    saved = torch.load(old / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    flow = workflow(
+        dataset_dir,
+        tmp_path / "run",
+        max_epochs=2,
+        resume_from=str(old / "checkpoint_final.pt"),
+        tokenizer_path=str(old / "tokenizer.json"),
+    )
+    loaded: dict[str, torch.Tensor] = {}
+    flow.trainer.add_event_handler(
+        Events.STARTED, lambda e: loaded.update({k: v.clone() for k, v in e.generator.state_dict().items()})
+    )
+    iterations = record_iterations(flow)
+    flow.run()
+    flow.finalize()
+    assert iterations == [3, 4]
+    assert loaded.keys() == saved["generator"].keys()
+    assert all(torch.equal(loaded[k], saved["generator"][k]) for k in loaded)
+    resumed = torch.load(tmp_path / "run" / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert resumed["trainer"]["iteration"] == 4 and resumed.keys() == saved.keys()

@@ -100,7 +100,7 @@ def write_test_split_as_generated(
     from monai.networks.nets import DenseNet
 
     from bundle.data.datalist import read_datalist
-    from bundle.transforms import read_cxr
+    from bundle.data.images import read_cxr
     from bundle.writers import PairedDatasetWriter
 
     data = read_datalist(dataset_dir)

@@ -127,10 +127,6 @@ class ReportDecoder(nn.Module):
             of labelled real pairs in the teacher-forced loss, and the labels a generated image was drawn for when
             it writes that image's report (``labels`` of :meth:`sample`). Where none are given (a real image
             at report-generation time) it reads its head. Off: always the head (needs ``num_classes`` > 0).
-        pseudo_labels: in a ``label_conditioned`` decoder's teacher-forced loss, the rows without labels (limited
-            label runs) read the head's hard predictions (probability > 0.5, no gradient), the same 0/1 findings it
-            is given for a generated image, instead of the head's soft probabilities, through which the report loss
-            would train the head into a code of its own.
     """
 
     def __init__(
@@ -150,7 +146,6 @@ class ReportDecoder(nn.Module):
         num_classes: int = 0,
         topic_every_step: bool = False,
         label_conditioned: bool = False,
-        pseudo_labels: bool = False,
     ) -> None:
         super().__init__()
         if vocab_size <= max(PAD_ID, START_ID, END_ID) + 1:
@@ -163,9 +158,6 @@ class ReportDecoder(nn.Module):
         if label_conditioned and self.num_classes <= 0:
             raise ValueError("label_conditioned=True needs num_classes > 0 (the findings F is conditioned on)")
         self.label_conditioned = bool(label_conditioned)
-        if pseudo_labels and not self.label_conditioned:
-            raise ValueError("pseudo_labels=True needs label_conditioned=True (they stand in for the given labels)")
-        self.pseudo_labels = bool(pseudo_labels)
         self.label_head = nn.Linear(encoder_features, self.num_classes) if self.num_classes > 0 else None
         self.sentence_lstm = nn.LSTMCell(encoder_features + self.num_classes, sentence_hidden)
         self.stop = nn.Linear(sentence_hidden, 1)
@@ -198,12 +190,9 @@ class ReportDecoder(nn.Module):
     def _with_given_labels(
         self, inputs: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor | None
     ) -> torch.Tensor:
-        """Sentence-LSTM inputs with the head's probabilities replaced by ``labels`` on the labelled rows (and by
-        its hard predictions on the others with ``pseudo_labels``)."""
+        """Sentence-LSTM inputs with the head's probabilities replaced by ``labels`` on the labelled rows."""
         k = self.num_classes
         probs = inputs[:, -k:]
-        if self.pseudo_labels:
-            probs = (probs.detach() > 0.5).to(probs.dtype)
         truth = labels.to(probs.dtype).clamp(min=0)  # -1 (uncertain / unknown) -> 0, like the training labels
         keep = torch.ones_like(probs[:, :1]) if labelled is None else labelled.to(probs.dtype).reshape(-1, 1)
         return torch.cat([inputs[:, :-k], keep * truth + (1 - keep) * probs], dim=1)

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-__all__ = ["is_distributed", "world_size", "rank", "broadcast_modules", "all_reduce_gradients", "all_reduce_mean"]
+__all__ = ["all_reduce_gradients", "all_reduce_mean", "broadcast_modules", "is_distributed", "rank", "world_size"]
 
 #: Bucket size of the gradient all-reduce (DDP's default bucket is 25 MiB).
 BUCKET_BYTES = 25 * 1024 * 1024

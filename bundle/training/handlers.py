@@ -10,7 +10,7 @@
   ``TensorBoardStatsHandler`` (which logs every key of a dict that its ``output_transform`` returns).
 
 Checkpointing itself is MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` with
-:meth:`bundle.engines.EMIXERTrainer.checkpoint_dict` as the save / load dict; the progress bar is Ignite's
+:meth:`bundle.training.EMIXERTrainer.checkpoint_dict` as the save / load dict; the progress bar is Ignite's
 ``ProgressBar``.
 """
 
@@ -25,21 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from PIL import Image
+from torch import nn
+
+from bundle.training.gradients import eval_mode
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
     "NonFiniteLossError",
-    "StopOnNonFinite",
     "RNGState",
-    "prefix_keys",
+    "StopOnNonFinite",
     "TensorBoardSampleHandler",
     "image_grid",
+    "prefix_keys",
     "reports_markdown",
 ]
 
@@ -281,15 +283,9 @@ class TensorBoardSampleHandler(TensorBoardHandler):
         r, c = self.label_rows.shape[0], self.samples_per_label
         z = self._z.repeat(r, 1).to(device)
         labels = self.label_rows.repeat_interleave(c, dim=0).to(device)
-        modes = generator.training, decoder.training
-        generator.eval()
-        decoder.eval()
-        try:
+        with eval_mode(generator), eval_mode(decoder):
             images = generator(z, labels).float()
             decoded = decoder.greedy_decode(images)
-        finally:
-            generator.train(modes[0])
-            decoder.train(modes[1])
         reports = _decode(self.tokenizer, decoded["tokens"].cpu(), decoded["num_sentences"].cpu())
         return ((images.clamp(-1, 1) + 1) / 2).cpu(), reports, labels.cpu()
 

@@ -1,0 +1,130 @@
+"""The package's import graph: layers that point down, no cycle, nothing imports ``scripts``.
+
+Read from the source with ``ast`` (imports inside functions included), so a lazy import cannot hide a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundle"
+#: What each part of the bundle may import of the others (besides itself and the leaf modules below).
+ALLOWED = {
+    "networks": set(),
+    "training": {"networks"},
+    "data": set(),
+    "transforms": {"data"},
+}
+#: Modules with no bundle import of their own, which every layer may use.
+LEAVES = {"bundle.data.constants", "bundle.data.errors", "bundle.losses"}
+
+
+def module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The bundle modules ``path`` imports (``from package import submodule`` counts as the submodule)."""
+    found: set[str] = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            subs = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
+            found.update(subs or [base])
+    return found
+
+
+def import_graph(root: Path = BUNDLE) -> dict[str, set[str]]:
+    files = {module_name(p): p for p in root.rglob("*.py")}
+    modules = set(files)
+    graph = {}
+    for name, path in files.items():
+        targets = {
+            t
+            for t in imports_of(path, modules | {"scripts", "tests"})
+            if t.split(".")[0] in ("bundle", "scripts", "tests")
+        }
+        graph[name] = {t for t in targets if t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), ignoring a package's edge to its own
+    ``__init__`` re-exports."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if v.startswith(w + "."):  # a submodule importing its package's __init__: Python runs that first
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def part(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else "bundle"
+
+
+def test_the_bundle_has_no_import_cycle() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"bundle.x": {"bundle.x.y"}, "bundle.x.y": {"bundle.x"}}) == []
+
+
+def test_nothing_in_the_bundle_imports_scripts_or_tests() -> None:
+    offenders = {
+        m: sorted(t for t in ts if t.split(".")[0] in ("scripts", "tests")) for m, ts in import_graph().items()
+    }
+    assert {m: ts for m, ts in offenders.items() if ts} == {}
+
+
+def test_layers_point_down() -> None:
+    """networks import nothing of the bundle but leaf modules; training only networks; data nothing above it."""
+    wrong = {}
+    for module, targets in import_graph().items():
+        if part(module) not in ALLOWED:
+            continue
+        allowed = ALLOWED[part(module)] | {part(module)}
+        bad = sorted(t for t in targets if t not in LEAVES and part(t) not in allowed)
+        if bad:
+            wrong[module] = bad
+    assert wrong == {}
+
+
+def test_leaf_modules_import_nothing_of_the_bundle() -> None:
+    graph = import_graph()
+    assert {leaf: sorted(graph[leaf]) for leaf in LEAVES if graph[leaf]} == {}
