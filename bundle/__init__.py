@@ -1,3 +1,3 @@
 """EMIXER-CXR: the bundle's Python code, imported by the MONAI bundle configs as ``bundle.<module>``."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
