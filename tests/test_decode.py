@@ -422,3 +422,28 @@ def test_decode_command_with_images_writes_the_hypotheses(
 
     args = ["decode", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "none.csv"), "--out", str(out)]
     assert main(args) == 2 and "none.csv: missing" in capsys.readouterr().err
+
+
+def test_decoder_alone_reads_generated_images_of_a_datalist_given_by_a_relative_path(
+    checkpoint: Path, dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from the folder above the outputs with relative paths (as reproduce_embedded does): the datalist's image
+    paths come back absolute, so the baseline decoder's own datalist, written elsewhere, still finds the images."""
+    from bundle.evaluation.classify import ImageSet
+    from bundle.evaluation.decode import decode_images
+    from bundle.evaluation.summary import decoder_alone_reports
+
+    generated, _ = _generated(dataset_dir, tmp_path / "generated")
+    monkeypatch.chdir(tmp_path)
+    data = read_datalist(Path("generated") / "datalist.json")
+    items = data.splits["training"]
+    assert all(Path(item["image"]).is_absolute() and Path(item["image"]).is_file() for item in items)
+    image_set = ImageSet("generated", items, torch.zeros(len(items), 1, 1, 1), np.zeros((len(items), 1)), None)
+    real = read_datalist(dataset_dir)
+    reports = decoder_alone_reports(
+        checkpoint, image_set, data.class_names, real, Path("evaluation"), config_file=TRAIN_CONFIGS, overrides=TINY
+    )
+    expected = decode_images(
+        generated / "datalist.json", checkpoint, TRAIN_CONFIGS, dataset_dir=str(dataset_dir), **TINY
+    )
+    assert reports == list(expected.hypotheses.values())

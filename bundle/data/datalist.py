@@ -380,7 +380,7 @@ def read_datalist(path: str | PathLike, skip: SkipCounter | None = None) -> Data
         if not isinstance(data.get(split, []), list):
             raise DataError(file, f'"{split}" is not a list of items')
         items = [item for n, item in enumerate(data.get(split, [])) if _item_ok(item, names, file, split, n, skip)]
-        splits[split] = [{**item, "image": os.path.normpath(file.parent / item["image"])} for item in items]
+        splits[split] = [{**item, "image": os.path.abspath(file.parent / item["image"])} for item in items]
     return Datalist(path=file, root=file.parent, class_names=list(names), splits=splits)
 
 

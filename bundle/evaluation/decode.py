@@ -393,7 +393,7 @@ def _manifest_items(path: Path, skip: SkipCounter) -> list[dict]:
             skip.handle(DataError(path, f"bad row: line {line}: id {sample_id!r} repeats line {lines[sample_id]}"))
         else:
             lines[sample_id] = line
-            items.append({"id": sample_id, "image": os.path.normpath(path.parent / image)})
+            items.append({"id": sample_id, "image": os.path.abspath(path.parent / image)})
     return items
 
 
