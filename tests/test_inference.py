@@ -216,7 +216,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def test_inference_writes_pairs_that_load_back_as_a_training_source(
     dataset_dir: Path, trained: Path, tmp_path: Path
 ) -> None:
-    from scripts.prepare_data import prepare_data
+    from bundle.data.prepare import prepare_data
 
     flow = infer(dataset_dir, trained, num_samples=6, generated_dir=str(tmp_path / "gen"))
     generated = tmp_path / "gen"

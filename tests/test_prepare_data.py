@@ -122,7 +122,7 @@ def test_prepare_data_warns_about_heldout_text_of_real_sources(tmp_path, caplog)
         write_image(tmp_path / "src" / f"i{n}.png", 20 + n)
         rows.append({"image": f"i{n}.png", "report": report, "subject": f"p{n}", "split": split})
     table = write_table(tmp_path / "src" / "table.csv", rows)
-    with caplog.at_level("WARNING", logger="prepare_data"):
+    with caplog.at_level("WARNING", logger="bundle.data.prepare"):
         summary = prepare_data.prepare_data("csv", str(tmp_path / "out"), str(table), min_count=1, quiet=True)
     assert summary["split"] == "official"
     assert summary["heldout_report_overlap"] == {"validation": 1, "test": 1}  # a real source: counted and warned

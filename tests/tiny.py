@@ -48,7 +48,7 @@ TINY_CLASSIFIER_DEF = {
 def make_tiny_dataset(out_dir: Path, num_items: int = 24, **options: object) -> Path:
     """Prepare ``num_items`` embedded studies at 64 px into ``out_dir`` (grammar reports and procedural lungs, so no
     torchxrayvision data is needed) and return it; ``options`` go to ``prepare_data`` (e.g. ``split="random"``)."""
-    from scripts.prepare_data import prepare_data
+    from bundle.data.prepare import prepare_data
 
     settings = {"report_source": "grammar", "use_real_masks": False, "image_size": 64, **options}
     prepare_data(source="embedded", out_dir=str(out_dir), num_items=num_items, **settings)
