@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bundle.checkpoints import latest_checkpoint  # noqa: E402
+from bundle.inference.checkpoints import latest_checkpoint  # noqa: E402
 from bundle.data.errors import DataError  # noqa: E402
 
 CODE_DIRS = ("bundle", "scripts", "docs")
@@ -58,7 +58,7 @@ def inference_weights(ckpt: str) -> dict[str, Any]:
     """``{"generator": EMA weights (else raw), "report_decoder": ...}`` from a training checkpoint."""
     import torch
 
-    from bundle.inference import checkpoint_state
+    from bundle.inference.checkpoints import checkpoint_state
 
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict):
@@ -94,7 +94,7 @@ def package_bundle(
         if not (dataset / needed).is_file():
             raise DataError(
                 dataset / needed,
-                "missing: the dataset the model was trained on is needed for its " "tokenizer and label distribution",
+                "missing: the dataset the model was trained on is needed for its tokenizer and label distribution",
             )
     metadata = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
     out_path = Path(out or REPO_ROOT / "dist" / f"{name}_v{metadata['version']}.zip")

@@ -14,7 +14,7 @@ from bundle.classifier import DEFAULT_CONFIGS
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
 from bundle.data.images import read_cxr
-from bundle.writers import PairedDatasetWriter
+from bundle.inference.writer import PairedDatasetWriter
 from scripts.augmentation_experiment import label_accuracy, main, synthetic_items, write_combined_dataset
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 

@@ -290,7 +290,7 @@ def test_decode_images_of_a_folder(checkpoint: Path, dataset_dir: Path, image_fo
 def _generated(dataset_dir: Path, out_dir: Path) -> tuple[Path, list[dict]]:
     """A generated-data folder written by the paired writer from the real test images; its folder and test items."""
     from bundle.data.images import read_cxr
-    from bundle.writers import PairedDatasetWriter
+    from bundle.inference.writer import PairedDatasetWriter
 
     data = read_datalist(dataset_dir)
     test = data.splits["test"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bundle.checkpoints import latest_checkpoint
+from bundle.inference.checkpoints import latest_checkpoint
 from tests.tiny import CONFIG_DIR, TINY, TRAIN_CONFIGS
 
 NETWORKS = ("generator", "report_decoder", "image_discriminator", "report_discriminator", "joint_discriminator")

@@ -26,7 +26,7 @@ from bundle.evaluation.classify import load_image_set
 from bundle.evaluation.report import write_report
 from bundle.evaluation.suite import evaluate
 from bundle.evaluation.summary import BASELINE_KEYS, BASELINES
-from bundle.writers import PairedDatasetWriter
+from bundle.inference.writer import PairedDatasetWriter
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 from tests.tiny import check_summary as check_summary_values
 

@@ -16,13 +16,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import DataLoader
 
 from bundle.data.errors import DataError
-from bundle.inference import (
-    SEED_STRIDE,
-    EMIXERSampler,
-    conditioning_items,
-    sample_latents,
-    training_label_rows,
-)
+from bundle.inference.conditioning import SEED_STRIDE, conditioning_items, training_label_rows
+from bundle.inference.sampler import EMIXERSampler, sample_latents
 from bundle.networks import Generator, ReportDecoder
 from tests.tiny import CONFIG_DIR, TINY
 
@@ -275,8 +270,12 @@ def test_report_source_through_the_bundle(
 
     plain = tmp_path / "plain"
     with pytest.raises(Exception) as error:
-        infer(dataset_dir, trained, generated_dir=str(plain), **{**common, "report_source": "labels",
-                                                                  "label_conditioned_reports": False})
+        infer(
+            dataset_dir,
+            trained,
+            generated_dir=str(plain),
+            **{**common, "report_source": "labels", "label_conditioned_reports": False},
+        )
     assert "report_source='labels' needs a label_conditioned report decoder" in causes(error.value)
     assert not plain.exists()  # refused before the writer made the output folder
     with pytest.raises(Exception) as error:

@@ -14,6 +14,7 @@ BUNDLE = REPO_ROOT / "bundle"
 ALLOWED = {
     "networks": set(),
     "training": {"networks"},
+    "inference": {"networks", "data"},
     "data": set(),
     "transforms": {"data"},
 }

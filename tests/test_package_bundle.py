@@ -39,7 +39,7 @@ def test_packaged_bundle_runs_inference_from_a_fresh_folder(dataset_dir: Path, t
         "README.md",
         "models/tokenizer.json",
         "models/training_labels.json",
-        "bundle/inference.py",
+        "bundle/inference/__init__.py",
         "large_files.yml",
     ):
         assert f"emixer_cxr/{needed}" in names, needed

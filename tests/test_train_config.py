@@ -1,6 +1,6 @@
 """The training bundle config: configs/train.json + configs/demo.json run EMIXER end to end as a MONAI
 ``ConfigWorkflow`` (Model Zoo properties, checkpoints, TensorBoard scalars, sample grids) and a second run in the
-same output folder resumes from the newest checkpoint. Also :func:`bundle.checkpoints.latest_checkpoint`."""
+same output folder resumes from the newest checkpoint. Also :func:`bundle.inference.checkpoints.latest_checkpoint`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bundle.checkpoints import checkpoint_iteration, latest_checkpoint
+from bundle.inference.checkpoints import checkpoint_iteration, latest_checkpoint
 from tests.tiny import TINY, TRAIN_CONFIGS
 
 CONFIGS = TRAIN_CONFIGS

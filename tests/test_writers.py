@@ -23,17 +23,16 @@ from bundle.data.labels import to_multi_hot
 from bundle.data.sources import read_table, report_from_file
 from bundle.data.images import read_cxr
 from bundle.transforms import LoadCXRImage
-from bundle.writers import (
+from bundle.inference.disk import check_free_disk, estimate_bytes_per_sample
+from bundle.inference.formats import (
     SECONDARY_CAPTURE_IMAGE_STORAGE,
-    PairedDatasetWriter,
     check_dicom_synthetic,
-    check_free_disk,
-    estimate_bytes_per_sample,
     write_dicom,
     write_nifti,
     write_png,
     write_report,
 )
+from bundle.inference.writer import PairedDatasetWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))

@@ -101,7 +101,7 @@ def write_test_split_as_generated(
 
     from bundle.data.datalist import read_datalist
     from bundle.data.images import read_cxr
-    from bundle.writers import PairedDatasetWriter
+    from bundle.inference.writer import PairedDatasetWriter
 
     data = read_datalist(dataset_dir)
     test = data.splits["test"]
