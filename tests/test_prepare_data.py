@@ -1,4 +1,5 @@
-"""Records -> MONAI datalist (patient-level splits, duplicates, image checks) and scripts/prepare_data.py."""
+"""Records -> MONAI datalist (patient-level splits, duplicates, image checks), bundle.data.prepare and its command
+line scripts/prepare_data.py."""
 
 from __future__ import annotations
 
@@ -23,12 +24,20 @@ from bundle.data.datalist import (
     write_dataset,
 )
 from bundle.data.errors import DataError, SkipCounter
+from bundle.data.prepare import (
+    DatasetOptions,
+    EmbeddedOptions,
+    TableOptions,
+    prepare_data,
+    prepare_dataset,
+    split_options,
+)
 from bundle.data.sources import make_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "prepare_data.py"
 sys.path.insert(0, str(SCRIPT.parent))
-import prepare_data  # noqa: E402
+import prepare_data as cli
 
 
 def make_records(root: Path, subjects: int, studies: int = 2, split_of=None, seed: int = 0) -> list[dict]:
@@ -123,7 +132,7 @@ def test_prepare_data_warns_about_heldout_text_of_real_sources(tmp_path, caplog)
         rows.append({"image": f"i{n}.png", "report": report, "subject": f"p{n}", "split": split})
     table = write_table(tmp_path / "src" / "table.csv", rows)
     with caplog.at_level("WARNING", logger="bundle.data.prepare"):
-        summary = prepare_data.prepare_data("csv", str(tmp_path / "out"), str(table), min_count=1, quiet=True)
+        summary = prepare_data("csv", str(tmp_path / "out"), str(table), min_count=1, quiet=True)
     assert summary["split"] == "official"
     assert summary["heldout_report_overlap"] == {"validation": 1, "test": 1}  # a real source: counted and warned
     assert any("repeat a training report" in w for w in summary["warnings"])
@@ -249,9 +258,9 @@ def test_prepare_data_skip_bad_counts_every_kind_of_bad_input(tmp_path, capsys):
     table = make_table_with_bad_items(tmp_path / "src")
     args = ["--source", "csv", "--data_dir", str(table), "--out_dir", str(tmp_path / "out")]
     args += ["--sections", "impression", "--min_count", "1"]
-    assert prepare_data.main(args) == 2
+    assert cli.main(args) == 2
     assert "findings_only.txt" in capsys.readouterr().err  # the first bad item found, named
-    assert prepare_data.main([*args, "--skip_bad"]) == 0
+    assert cli.main([*args, "--skip_bad"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     reasons = summary["excluded"]["reasons"]
@@ -271,8 +280,8 @@ def test_prepare_data_dicom_without_pixels_skipped_and_counted(tmp_path):
     write_dicom(tmp_path / "d/blank.dcm", "P9", "1.2.9", "1.2.9.1", pixels=False)
     (tmp_path / "d/blank.txt").write_text(NORMAL)
     with pytest.raises(DataError, match=r"blank\.dcm.*pixel data"):
-        prepare_data.prepare_data("dicom_dir", str(tmp_path / "out"), str(tmp_path / "d"), quiet=True)
-    summary = prepare_data.prepare_data(
+        prepare_data("dicom_dir", str(tmp_path / "out"), str(tmp_path / "d"), quiet=True)
+    summary = prepare_data(
         "dicom_dir", str(tmp_path / "out"), str(tmp_path / "d"), skip_bad=True, min_count=1, quiet=True
     )
     assert summary["excluded"]["reasons"] == {"DICOM without pixel data": 1} and sum(summary["counts"].values()) == 4
@@ -280,17 +289,22 @@ def test_prepare_data_dicom_without_pixels_skipped_and_counted(tmp_path):
 
 def test_prepare_data_rejects_unknown_source_and_class(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown --source 'pacs'.*embedded.*mimic.*iu_xray.*r2gen.*csv.*dicom_dir"):
-        prepare_data.prepare_data("pacs", str(tmp_path))
-    assert prepare_data.main(["--source", "csv", "--out_dir", str(tmp_path), "--classes", "Edema,Cardiomegally"]) == 2
+        prepare_data("pacs", str(tmp_path))
+    assert cli.main(["--source", "csv", "--out_dir", str(tmp_path), "--classes", "Edema,Cardiomegally"]) == 2
     err = capsys.readouterr().err
     assert "Cardiomegally" in err and "Pleural Effusion" in err  # the valid names are listed
-    assert prepare_data.main(["--source", "embedded", "--out_dir", str(tmp_path), "--uncertain", "maybe"]) == 2
+    assert cli.main(["--source", "embedded", "--out_dir", str(tmp_path), "--uncertain", "maybe"]) == 2
     assert "zeros, ones, ignore" in capsys.readouterr().err
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=str(REPO_ROOT)
+        [sys.executable, str(SCRIPT), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO_ROOT),
     )
 
 
@@ -320,17 +334,17 @@ def test_prepare_data_embedded_end_to_end(tmp_path, capsys):
 
     assert ReportTokenizer.load(str(out / "tokenizer.json")).vocab_size == summary["vocab_size"] > 4
     # again, in-process (quicker): refused without --overwrite; with it, the raw data is reused
-    assert prepare_data.main(args) == 2
+    assert cli.main(args) == 2
     assert "already exists" in capsys.readouterr().err
-    assert prepare_data.main([*args, "--overwrite", "--quiet"]) == 0
+    assert cli.main([*args, "--overwrite", "--quiet"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["embedded"]["reused"] is True and again["counts"] == summary["counts"]
 
 
 def test_prepare_data_embedded_refuses_leaked_heldout_text(tmp_path, capsys):
     out = tmp_path / "embedded"
-    settings = dict(num_items=24, image_size=32, report_source="grammar", use_real_masks=False, min_count=1)
-    prepare_data.prepare_data("embedded", str(out), quiet=True, **settings)
+    settings = {"num_items": 24, "image_size": 32, "report_source": "grammar", "use_real_masks": False, "min_count": 1}
+    prepare_data("embedded", str(out), quiet=True, **settings)
     raw = out / "raw"
     split_rows = list(csv.DictReader((raw / "mimic-cxr-2.0.0-split.csv").read_text().splitlines()))
     train = next(r for r in split_rows if r["split"] == "train")
@@ -342,11 +356,9 @@ def test_prepare_data_embedded_refuses_leaked_heldout_text(tmp_path, capsys):
 
     report_path(test).write_text(report_path(train).read_text().upper())  # a training report leaks into test
     with pytest.raises(DataError, match="1 test reports repeat a training report"):
-        prepare_data.prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
+        prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
     # only IMPRESSION, or a random re-split: the embedded promise does not cover it, so the count is a warning
-    summary = prepare_data.prepare_data(
-        "embedded", str(out), quiet=True, overwrite=True, sections="impression", **settings
-    )
+    summary = prepare_data("embedded", str(out), quiet=True, overwrite=True, sections="impression", **settings)
     assert summary["heldout_report_overlap"]["test"] >= 1 and any("own splits" in w for w in summary["warnings"])
 
     # a raw dataset written without the held-out text record is not reused silently
@@ -354,7 +366,55 @@ def test_prepare_data_embedded_refuses_leaked_heldout_text(tmp_path, capsys):
     del raw_summary["distinct_reports"]
     (raw / "embedded-summary.json").write_text(json.dumps(raw_summary))
     with pytest.raises(FileExistsError, match="distinct_reports"):
-        prepare_data.embedded_raw(raw, 24, 0, 32, "grammar", False)
-    regenerated = prepare_data.prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
+        EmbeddedOptions(num_items=24, image_size=32, report_source="grammar", use_real_masks=False).generate(raw, 0)
+    regenerated = prepare_data("embedded", str(out), quiet=True, overwrite=True, **settings)
     assert regenerated["embedded"]["reused"] is False
     assert regenerated["heldout_report_overlap"] == {"validation": 0, "test": 0}
+
+
+# ------------------------------------------------------------------------------------------ options and flags
+def test_unknown_flag_stops_the_script_before_any_work(tmp_path):
+    out = tmp_path / "embedded"
+    result = run_script("--source", "embedded", "--out_dir", str(out), "--num_item", "5")  # a typo of --num_items
+    assert result.returncode == 2 and "--num_item" in result.stderr and "--num_items" in result.stderr
+    assert not out.exists()  # nothing generated
+    result = run_script("embedded", str(out), str(tmp_path / "raw"), "extra")  # a stray positional argument
+    assert result.returncode == 2 and "extra" in result.stderr and not out.exists()
+
+
+def test_help_lists_the_flags_of_every_source(capsys):
+    assert cli.main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    for flag in ("--min_count=6", "--num_items=2000", "--reports_dir", "--annotation", "--label_cols", "--dicom_views"):
+        assert flag in printed
+
+
+def test_flat_keywords_fill_the_source_and_dataset_options(caplog):
+    source, dataset = split_options("csv", {"image_col": "path", "min_count": 1, "classes": ("Edema",), "seed": 3})
+    assert source == TableOptions(image_col="path") and dataset.classes == ["Edema"] and dataset.min_count == 1
+    with caplog.at_level("WARNING", logger="bundle.data.prepare"):
+        split_options("csv", {"all_images": True})  # a mimic option: ignored with a warning
+    assert "--all_images" in caplog.text
+    with pytest.raises(ValueError, match="--bogus.*valid options.*--min_count"):
+        split_options("csv", {"bogus": 1})
+    with pytest.raises(ValueError, match="--sections"):
+        DatasetOptions(sections="")
+
+
+def test_prepare_dataset_from_option_objects_matches_the_flat_form(tmp_path):
+    records_dir = tmp_path / "src"
+    rows = []
+    for n in range(8):
+        write_image(records_dir / f"i{n}.png", n)
+        rows.append({"path": f"i{n}.png", "report": NORMAL if n % 2 else EFFUSION, "subject": f"p{n}"})
+    table = write_table(records_dir / "table.csv", rows)
+    options, dataset = TableOptions(image_col="path"), DatasetOptions(min_count=1, split="random", seed=1)
+    first = prepare_dataset("csv", tmp_path / "a", str(table), options, dataset, quiet=True)
+    second = prepare_data(
+        "csv", str(tmp_path / "b"), str(table), image_col="path", min_count=1, split="random", seed=1, quiet=True
+    )
+    assert first["counts"] == second["counts"] and first["data_dir"] == str(table.resolve())
+    a, b = (json.loads((tmp_path / d / "datalist.json").read_text()) for d in "ab")
+    assert [i["subject"] for i in a["test"]] == [i["subject"] for i in b["test"]]
+    with pytest.raises(TypeError, match="TableOptions"):
+        prepare_dataset("csv", tmp_path / "c", str(table), EmbeddedOptions(), quiet=True)

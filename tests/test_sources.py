@@ -194,7 +194,7 @@ def iu_xml(uid: str, findings: str | None, impression: str | None, images: list[
     parents = "".join(f'<parentImage id="{i}"><caption>Xray Chest</caption></parentImage>' for i in images)
     return (
         f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{uid}"/><MedlineCitation><Article><Abstract>'
-        f'{"".join(texts)}</Abstract></Article></MedlineCitation><MeSH><major>normal</major></MeSH>'
+        f"{''.join(texts)}</Abstract></Article></MedlineCitation><MeSH><major>normal</major></MeSH>"
         f"{parents}</eCitation>"
     )
 
@@ -428,3 +428,24 @@ def test_source_registry():
     assert get_source("nifti") is read_nifti_dir and get_source("csv") is read_table
     with pytest.raises(ValueError, match="unknown source 'pacs'.*mimic.*iu_xray.*dicom_dir"):
         get_source("pacs")
+
+
+# ---------------------------------------------------------------------------------------------- source options
+def test_source_options_resolve_paths_and_cover_every_source(tmp_path):
+    from bundle.data.sources.options import SOURCE_OPTIONS, MimicOptions, R2GenOptions, TableOptions
+
+    assert set(SOURCES) | {"embedded"} == set(SOURCE_OPTIONS)
+    write_image(tmp_path / "images" / "a" / "0.png", 1)
+    annotation = {"train": [{"id": "a", "report": "Clear lungs.", "image_path": ["a/0.png"], "split": "train"}]}
+    path = tmp_path / "annotation.json"
+    path.write_text(json.dumps(annotation))
+    r2gen = R2GenOptions()
+    for data_dir in (str(path), str(tmp_path)):  # the annotation file, or the folder that holds it
+        records = r2gen.read(r2gen.location(data_dir, tmp_path), ["findings"], SkipCounter())
+        assert len(records) == 1 and records[0]["split"] == "training"
+    assert R2GenOptions(annotation=str(path)).location(None, tmp_path) == path
+    assert TableOptions(table="t.csv").location("ignored.csv", tmp_path) == Path("t.csv")
+    with pytest.raises(ValueError, match="--source csv needs the table"):
+        TableOptions().location(None, tmp_path)
+    with pytest.raises(ValueError, match="--source mimic needs --data_dir"):
+        MimicOptions().location(None, tmp_path)
