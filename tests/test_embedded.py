@@ -14,26 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle.data import embedded
 from bundle.data.embedded import (
     GROUND_TRUTH_CSV,
+    PHANTOM_FINDINGS,
+    complete_spec,
+    compose_report,
     finding_attributes,
+    iu_reports,
     iu_reports_available,
+    load_real_lung_shapes,
     make_embedded_dataset,
+    real_lung_mask_path,
+    render_phantom,
     sample_grammar_spec,
+    sample_patient,
+    spec_labels,
 )
+from bundle.data.embedded.spec import PATHOLOGIES
 from bundle.data.errors import DataError
 from bundle.data.labeler import label_report
 from bundle.data.labels import CHEXPERT_CLASSES, DEFAULT_CLASSES
-from bundle.data.phantom import (
-    PHANTOM_FINDINGS,
-    complete_spec,
-    load_real_lung_shapes,
-    real_lung_mask_path,
-    render_phantom,
-    sample_patient,
-)
-from bundle.data.report_grammar import compose_report, spec_labels
 from bundle.data.reports import normalise_report_text, xrv_iu_reports_path
 from bundle.data.sources import read_mimic_cxr_jpg
 
@@ -313,7 +313,7 @@ def test_grammar_heldout_text_is_not_training_text(tmp_path, monkeypatch):
         k, shout = int(rng.integers(40)), rng.random() < 0.5  # the same wording in two spellings
         return {"findings": f"WORDING  number {k}" if shout else f"Wording number {k}.", "impression": "Normal."}
 
-    monkeypatch.setattr("bundle.data.report_grammar.compose_report", few_wordings)
+    monkeypatch.setattr("bundle.data.embedded.report_grammar.compose_report", few_wordings)
     summary = make_embedded_dataset(tmp_path / "a", seed=2, **kwargs)
     assert len(calls) > 40  # some held-out studies drew a training wording and were rewritten
     _assert_heldout_text_disjoint(tmp_path / "a", summary)
@@ -322,7 +322,7 @@ def test_grammar_heldout_text_is_not_training_text(tmp_path, monkeypatch):
 
     # one wording only: no held-out text can differ from training, and the generator says so
     monkeypatch.setattr(
-        "bundle.data.report_grammar.compose_report",
+        "bundle.data.embedded.report_grammar.compose_report",
         lambda spec, rng: {"findings": "The lungs are clear.", "impression": "Normal."},
     )
     with pytest.raises(DataError, match="only training text"):
@@ -331,24 +331,24 @@ def test_grammar_heldout_text_is_not_training_text(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not iu_reports_available(), reason="torchxrayvision's IU reports are not installed")
 def test_iu_reports_belong_to_one_split(tmp_path):
-    pool = embedded._iu_pool()
+    pool = iu_reports.iu_report_pool()
     assert len({r.key for r in pool}) == len(pool)  # one entry per distinct normalised text
-    assignment = embedded._assign_report_splits(pool, 0, 0.1, 0.1)
-    assert assignment == embedded._assign_report_splits(pool, 0, 0.1, 0.1)
-    assert assignment != embedded._assign_report_splits(pool, 1, 0.1, 0.1)
+    assignment = iu_reports.assign_report_splits(pool, 0, 0.1, 0.1)
+    assert assignment == iu_reports.assign_report_splits(pool, 0, 0.1, 0.1)
+    assert assignment != iu_reports.assign_report_splits(pool, 1, 0.1, 0.1)
     share = {split: assignment.count(split) / len(pool) for split in ("validate", "test")}
     assert all(0.08 < v < 0.12 for v in share.values()), share
     for split in ("validate", "test"):  # normal text and every finding, the rare ones too, in each held-out split
         held_out = [r for r, s in zip(pool, assignment) if s == split]
-        assert any(not embedded._pathologies(r) for r in held_out)
-        for finding in embedded._PATHOLOGIES:
+        assert any(not iu_reports.report_pathologies(r) for r in held_out)
+        for finding in PATHOLOGIES:
             assert any(finding in r.spec for r in held_out), (split, finding)
 
     kwargs = dict(num_items=40, image_size=32, report_source="iu", use_real_masks=False, seed=3)
     summary = make_embedded_dataset(tmp_path / "a", **kwargs)
     texts = _assert_heldout_text_disjoint(tmp_path / "a", summary)
     assert not set(texts["validation"]) & set(texts["test"])  # IU text belongs to one split only
-    report_splits = embedded._assign_report_splits(pool, 3, 0.1, 0.1)
+    report_splits = iu_reports.assign_report_splits(pool, 3, 0.1, 0.1)
     assert summary["report_pool"] == {s: report_splits.count(s) for s in ("train", "validate", "test")}
     split_of_report = {r.id: s for r, s in zip(pool, report_splits)}
     for row in _rows(tmp_path / "a" / GROUND_TRUTH_CSV):  # each study's report comes from its own split's pool
