@@ -9,8 +9,9 @@ and carries on.
 
 One module per source: ``mimic`` (MIMIC-CXR-JPG), ``iu_xray`` (IU X-ray / Open-i), ``r2gen`` (R2Gen's
 annotation.json), ``table`` (CSV / JSON Lines), ``folders`` (DICOM and NIfTI folders); ``common`` holds the record
-and the helpers they share. A new source is a reader here and an entry in :data:`SOURCES`, plus its options in
-:mod:`bundle.data.prepare`.
+and the helpers they share; ``options`` holds each source's settings as :mod:`bundle.data.prepare` takes them. A new
+source is a reader module, an entry in :data:`SOURCES` and an options class in ``options``
+(``SOURCE_OPTIONS``).
 """
 
 from __future__ import annotations

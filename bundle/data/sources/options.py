@@ -2,7 +2,8 @@
 
 One dataclass per ``--source`` (:data:`SOURCE_OPTIONS`); its fields are that source's command-line flags.
 ``location`` resolves ``--data_dir`` (and the source's own path flags) to the file or folder the summary names,
-``read`` returns the records. A new source adds a reader module here and its options class below.
+``read`` returns the records. A new source adds its reader module beside this one and its options class below,
+registered in :data:`SOURCE_OPTIONS`.
 """
 
 from __future__ import annotations
