@@ -1,10 +1,13 @@
-"""scripts/augmentation_experiment.py end to end on tiny data: the bundle's classifier config trained for one epoch on
-real data and on real + 1x synthetic, two seeds, scored on the real test split, tables written."""
+"""The augmentation experiment (bundle.experiments.augmentation, scripts/augmentation_experiment.py) end to end on
+tiny data: the bundle's classifier config trained for one epoch on real data and on real + 1x synthetic, two seeds,
+scored on the real test split, tables written; and the command line's flag checks and one-line errors."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,14 @@ from bundle.classifier import DEFAULT_CONFIGS
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
 from bundle.data.images import read_cxr
+from bundle.experiments.augmentation import (
+    augmentation_experiment,
+    label_accuracy,
+    synthetic_items,
+    write_combined_dataset,
+)
 from bundle.inference.writer import PairedDatasetWriter
-from scripts.augmentation_experiment import label_accuracy, main, synthetic_items, write_combined_dataset
-from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
+from tests.tiny import REPO_ROOT, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
     "classifier_def": TINY_CLASSIFIER_DEF,
@@ -49,28 +57,16 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_experiment_trains_every_setting_and_writes_the_tables(work: dict[str, Path]) -> None:
     out = work["root"] / "experiment"
-    configs = "[" + ",".join(repr(f) for f in work["configs"]) + "]"
-    code = main(
-        [
-            "--real",
-            str(work["real"]),
-            "--generated",
-            str(work["generated"]),
-            "--out",
-            str(out),
-            "--ks",
-            "[0, 1]",
-            "--seeds",
-            "[0, 1]",
-            "--max_epochs",
-            "1",
-            "--image_size",
-            "32",
-            "--classifier_config",
-            configs,
-        ]
+    augmentation_experiment(
+        real=str(work["real"]),
+        generated=str(work["generated"]),
+        out=str(out),
+        ks="[0, 1]",  # as fire passes a list it could not parse
+        seeds=[0, 1],
+        max_epochs=1,
+        image_size=32,
+        classifier_config=work["configs"],
     )
-    assert code == 0
     result = json.loads((out / "augmentation.json").read_text())
     real = read_datalist(work["real"])
     num_real, num_test = len(real.splits["training"]), len(real.splits["test"])
@@ -143,18 +139,31 @@ def test_bad_settings_are_refused(work: dict[str, Path], tmp_path: Path) -> None
     (tmp_path / "datalist.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"lacks the real classes \['Edema'\]"):
         synthetic_items(read_datalist(tmp_path), read_datalist(work["real"]).class_names)
-    code = main(["--real", str(work["real"]), "--generated", str(tmp_path), "--out", str(tmp_path / "out")])
-    assert code == 2
+    result = run_script("--real", str(work["real"]), "--generated", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "lacks the real classes ['Edema']" in result.stderr
+    assert "Traceback" not in result.stderr
     with pytest.raises(ValueError, match="ks must be finite and >= 0"):
-        main(
-            [
-                "--real",
-                str(work["real"]),
-                "--generated",
-                str(work["generated"]),
-                "--out",
-                str(tmp_path / "o"),
-                "--ks",
-                "[0, -1]",
-            ]
+        augmentation_experiment(
+            real=str(work["real"]), generated=str(work["generated"]), out=str(tmp_path / "o"), ks=[0, -1]
         )
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    script = REPO_ROOT / "scripts" / "augmentation_experiment.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_command_line_refuses_bad_flags_and_input_before_any_work(work: dict[str, Path], tmp_path: Path) -> None:
+    """``--help`` prints the flags; an unknown flag (neither a parameter nor a classifier config id) stops the command
+    with exit status 2 before the output folder is made; bad input ends with one line naming the problem."""
+    result = run_script("--help")
+    assert result.returncode == 0 and "--keep_checkpoints" in result.stdout, result.stderr
+    data = ["--real", str(work["real"]), "--generated", str(work["generated"])]
+    result = run_script(*data, "--out", str(tmp_path / "typo"), "--learning_rat", "0.1")
+    assert result.returncode == 2 and "unknown flag(s) --learning_rat" in result.stderr
+    assert not (tmp_path / "typo").exists()
+    result = run_script(*data, "--out", str(tmp_path / "missing"), "--classifier_config", str(tmp_path / "no.json"))
+    assert result.returncode == 2 and "classifier config files not found" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,27 +1,23 @@
-"""scripts/reproduce_embedded.py: end to end on a tiny setting (60 embedded studies at 32 px, full labels and the
-SM-GAN ablation of 2 iterations each plus the teacher-forcing-only decoder baseline, one pair of tiny evaluation
-classifiers shared by both evaluations, the results page and its JSON), and the page's tables, targets and JSON on
-hand-made summary rows."""
+"""The embedded reproduction (bundle.experiments, scripts/reproduce_embedded.py): end to end on a tiny setting (60
+embedded studies at 32 px, full labels and the SM-GAN ablation of 2 iterations each plus the teacher-forcing-only
+decoder baseline, one pair of tiny evaluation classifiers shared by both evaluations, the results page and its JSON),
+the page's tables, targets and JSON on hand-made summary rows, and the command line's flag checks."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scripts.reproduce_embedded import (
-    DECODER_ALONE,
-    SETTINGS,
-    SUMMARY_KEYS,
-    command_line,
-    reproduce,
-    seconds_per_iteration,
-    train_scalars,
-)
-from tests.tiny import TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
+from bundle.experiments.reproduce import command_line, reproduce
+from bundle.experiments.runs import seconds_per_iteration, train_scalars
+from bundle.experiments.settings import DECODER_ALONE, SETTINGS, SUMMARY_KEYS
+from tests.tiny import REPO_ROOT, TINY, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
     "classifier_def": {**TINY_CLASSIFIER_DEF, "block_config": [2, 2]},  # two dense blocks: quicker still
@@ -240,7 +236,7 @@ def test_seeds_per_setting_must_name_settings_that_run(tmp_path: Path) -> None:
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings_and_configs(tmp_path: Path) -> None:
-    from scripts.reproduce_embedded import config_digest, train_run
+    from bundle.experiments.runs import config_digest, train_run
 
     run_dir = tmp_path / "full" / "seed0"
     run_dir.mkdir(parents=True)
@@ -277,7 +273,7 @@ def test_command_line_round_trips_through_fire() -> None:
 # ------------------------------------------------------------------------------------------------ hand-made rows
 def make_row(setting: str, seed: int, baselines: dict | None = None, skipped: dict | None = None, **values) -> dict:
     """A summary row as :func:`summary_row` makes it: every summary key (None unless given) and the training facts."""
-    from scripts.reproduce_embedded import summary_row
+    from bundle.experiments.tables import summary_row
 
     summary = {"report_source": "image", "memorisation_flag": False, **values}
     metrics = {"summary": summary, "summary_skipped": skipped or {}, "baselines": baselines or {}}
@@ -306,7 +302,7 @@ RETRIEVAL = {
 
 
 def write_hand_made(tmp_path: Path, rows: list[dict], preset: dict | None = None) -> tuple[str, dict]:
-    from scripts.reproduce_embedded import write_results
+    from bundle.experiments.page import write_results
 
     results = write_results(
         tmp_path / "results" / "embedded.md",
@@ -334,7 +330,7 @@ def write_hand_made(tmp_path: Path, rows: list[dict], preset: dict | None = None
 
 
 def test_summary_row_takes_every_summary_key_and_the_baselines() -> None:
-    from scripts.reproduce_embedded import run_baseline_table
+    from bundle.experiments.tables import run_baseline_table
 
     row = make_row("full", 3, baselines={"retrieval_by_labels": {**RETRIEVAL, "extra": 1}}, **GOOD)
     assert row["setting"] == "full" and row["seed"] == 3 and set(SUMMARY_KEYS) <= set(row)
@@ -378,7 +374,7 @@ def test_json_mean_and_std_are_computed_from_the_runs(tmp_path: Path) -> None:
 
 
 def test_targets_state_met_and_missed_with_the_size_of_a_miss(tmp_path: Path) -> None:
-    from scripts.reproduce_embedded import evaluate_targets
+    from bundle.experiments.targets import evaluate_targets
 
     rows = [make_row("full", 0, baselines={"retrieval_by_labels": RETRIEVAL}, **GOOD)]
     targets = {(t["setting"], t["measure"]): t for t in evaluate_targets(rows)}
@@ -401,7 +397,7 @@ def test_targets_state_met_and_missed_with_the_size_of_a_miss(tmp_path: Path) ->
 
 
 def test_none_values_show_as_dashes_and_targets_as_not_computed(tmp_path: Path) -> None:
-    from scripts.reproduce_embedded import run_baseline_table
+    from bundle.experiments.tables import run_baseline_table
 
     rows = [
         make_row(
@@ -425,7 +421,7 @@ def test_none_values_show_as_dashes_and_targets_as_not_computed(tmp_path: Path) 
 
 
 def test_memorisation_flag_in_any_run_misses_its_target() -> None:
-    from scripts.reproduce_embedded import evaluate_targets, targets_table
+    from bundle.experiments.targets import evaluate_targets, targets_table
 
     rows = [make_row("full", 0, **GOOD), make_row("sm_gan", 1, memorisation_flag=True)]
     targets = evaluate_targets(rows)
@@ -435,7 +431,7 @@ def test_memorisation_flag_in_any_run_misses_its_target() -> None:
 
 
 def test_limited_label_settings_are_held_within_ten_percent_of_full() -> None:
-    from scripts.reproduce_embedded import evaluate_targets
+    from bundle.experiments.targets import evaluate_targets
 
     rows = [
         make_row("full", 0, **GOOD),
@@ -449,7 +445,8 @@ def test_limited_label_settings_are_held_within_ten_percent_of_full() -> None:
 
 
 def test_targets_without_a_full_run_are_not_computed() -> None:
-    from scripts.reproduce_embedded import TARGETS, evaluate_targets
+    from bundle.experiments.settings import TARGETS
+    from bundle.experiments.targets import evaluate_targets
 
     targets = evaluate_targets([make_row("sm_gan", 0, **GOOD)])
     full = [t for t in targets if t["setting"] == "full"]
@@ -457,7 +454,7 @@ def test_targets_without_a_full_run_are_not_computed() -> None:
 
 
 def test_rotation_comparison_names_pairs_that_trained_the_same_config() -> None:
-    from scripts.reproduce_embedded import rotation_comparison, rotation_table
+    from bundle.experiments.targets import rotation_comparison, rotation_table
 
     rows = [
         make_row("label_fraction_0.3", 0, label_agreement_ratio_independent=0.9),
@@ -475,7 +472,7 @@ def test_rotation_comparison_names_pairs_that_trained_the_same_config() -> None:
 
 
 def test_the_page_says_how_the_reports_were_written_and_the_preset(tmp_path: Path) -> None:
-    from scripts.reproduce_embedded import report_source_text
+    from bundle.experiments.page import report_source_text
 
     assert "from the generated image alone (report_source image) in every run" in report_source_text(
         [make_row("full", 0)]
@@ -490,7 +487,7 @@ def test_the_page_says_how_the_reports_were_written_and_the_preset(tmp_path: Pat
 
 
 def test_preset_values_read_the_demo_config_and_the_command_overrides() -> None:
-    from scripts.reproduce_embedded import CONFIG_DIR, PRESET_KEYS, preset_values
+    from bundle.experiments.settings import CONFIG_DIR, PRESET_KEYS, preset_values
 
     demo = json.loads((CONFIG_DIR / "demo.json").read_text())
     preset = preset_values({})
@@ -504,7 +501,8 @@ def test_preset_values_read_the_demo_config_and_the_command_overrides() -> None:
 
 
 def test_decoder_baseline_is_the_same_seed_else_shared() -> None:
-    from scripts.reproduce_embedded import decoder_assignment, decoder_text
+    from bundle.experiments.page import decoder_text
+    from bundle.experiments.runs import decoder_assignment
 
     runs = [("full", 0), ("full", 1), ("sm_gan", 2)]
     assert decoder_assignment(runs, [0, 1]) == {("full", 0): 0, ("full", 1): 1, ("sm_gan", 2): 0}
@@ -524,7 +522,7 @@ def test_decoder_alone_switches_every_term_that_moves_g_off() -> None:
 
 
 def test_a_dataset_made_with_another_seed_is_refused(tmp_path: Path) -> None:
-    from scripts.reproduce_embedded import prepare
+    from bundle.experiments.runs import prepare
 
     (tmp_path / "datalist.json").write_text("{}")
     (tmp_path / "summary.json").write_text(json.dumps({"embedded": {"seed": 0}, "counts": {"training": 3}}))
@@ -536,7 +534,63 @@ def test_a_dataset_made_with_another_seed_is_refused(tmp_path: Path) -> None:
 def test_the_keys_match_the_evaluation_suite() -> None:
     """The page reads the suite's summary and baseline keys by name: the two lists must not drift apart."""
     from bundle.evaluation import summary
-    from scripts.reproduce_embedded import BASELINE_KEYS
+    from bundle.experiments.settings import BASELINE_KEYS
 
     assert SUMMARY_KEYS == summary.SUMMARY_KEYS
     assert set(BASELINE_KEYS) - {"fallback_rate"} == set(summary.BASELINE_KEYS)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def run_script(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``scripts/reproduce_embedded.py`` with ``args`` in ``cwd`` (its default outputs are relative to it)."""
+    script = REPO_ROOT / "scripts" / "reproduce_embedded.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_help_prints_the_flags_and_runs_nothing(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--dataset_seed" in result.stdout and "--train_only" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # no dataset, run folder or results page
+
+
+def test_an_unknown_flag_stops_the_command_before_any_work(tmp_path: Path) -> None:
+    """A misspelt parameter or config id is refused (a bundle config would take it silently); a known config id
+    passes the check (here the dataset is refused next, as the seeds name a setting that is not run)."""
+    for flags in (["--bogus", "3"], ["--train_onyl"], ["--num_sample=3", "--image_size", "32"]):
+        result = run_script(tmp_path, "--settings", "full", *flags)
+        assert result.returncode == 2, (flags, result.stderr)
+        assert f"--{flags[0].lstrip('-').split('=')[0]}" in result.stderr and "unknown flag" in result.stderr
+        assert list(tmp_path.iterdir()) == []
+    result = run_script(tmp_path, "--settings", "full", "--image_size", "32", "--seeds", "{sm_gan: [0]}")
+    assert result.returncode != 0 and "seeds name settings that are not run" in result.stderr
+
+
+def test_run_fire_parses_and_checks_before_calling() -> None:
+    from bundle.experiments.cli import run_fire
+
+    calls = []
+
+    def job(name: str, count: int = 1, **overrides: object) -> None:
+        """A job."""
+        calls.append((name, count, overrides))
+
+    def check(arguments: dict, overrides: dict) -> list[str]:
+        return [key for key in overrides if key != "known"]
+
+    assert run_fire(job, ["--name", "a", "--count", "2", "--known", "[1, 2]"], check=check) == 0
+    assert calls == [("a", 2, {"known": [1, 2]})]
+    assert run_fire(job, ["--name", "a", "--unknown", "1"], check=check) == 2
+    assert run_fire(job, ["a", "2", "3"], check=check) == 2  # a surplus value fire cannot place
+    assert run_fire(job, ["--count", "2"], check=check) == 2  # a missing required argument
+    assert run_fire(job, ["--name", "a", "--help"], check=check) == 0
+    assert len(calls) == 1
+
+    def failing(path: str) -> None:
+        raise FileNotFoundError(f"{path} not found")
+
+    assert run_fire(failing, ["x"], user_errors=(FileNotFoundError,)) == 2
+    with pytest.raises(FileNotFoundError):
+        run_fire(failing, ["x"])
