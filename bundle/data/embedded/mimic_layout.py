@@ -12,13 +12,16 @@ import csv
 import io
 import shutil
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
+from ..labels import CHEXPERT_CLASSES, DEFAULT_CLASSES
 
 #: The MIMIC-CXR-JPG tables, then the embedded dataset's own files: what each image was drawn from, and the summary.
 CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv"
@@ -160,3 +163,57 @@ def report_text_key(findings: str, impression: str) -> str:
 
     layout = mimic_report_text("CHEST (PA AND LAT)", "", "", findings, impression)
     return normalise_report_text(select_sections(extract_sections(layout), DEFAULT_SECTIONS))
+
+
+#: Columns of the metadata CSV (MIMIC-CXR-JPG's names) and of the embedded ground-truth CSV.
+METADATA_HEADER = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+]
+GROUND_TRUTH_HEADER = (
+    ["dicom_id", "subject_id", "study_id", "split"]
+    + list(DEFAULT_CLASSES)
+    + [
+        "ctr",
+        "effusion_side",
+        "effusion_severity",
+        "pneumothorax_side",
+        "pneumothorax_severity",
+        "consolidation_side",
+        "consolidation_zone",
+        "edema_severity",
+        "devices",
+        "lung_shape",
+        "view",
+        "report_source",
+        "report_id",
+    ]
+)
+
+
+@dataclass
+class StudyTables:
+    """The CSV rows collected study by study, and the prevalence of each drawn class."""
+
+    chexpert: list = field(default_factory=list)
+    split: list = field(default_factory=list)
+    metadata: list = field(default_factory=list)
+    ground_truth: list = field(default_factory=list)
+    prevalence: Counter = field(default_factory=Counter)
+
+    def write(self, out_dir: Path) -> None:
+        """The four CSVs of the layout (CheXpert labels, splits, metadata, ground truth)."""
+        write_csv(out_dir / CHEXPERT_CSV, ["subject_id", "study_id"] + list(CHEXPERT_CLASSES), self.chexpert)
+        write_csv(out_dir / SPLIT_CSV, ["dicom_id", "study_id", "subject_id", "split"], self.split)
+        write_csv(out_dir / METADATA_CSV, METADATA_HEADER, self.metadata)
+        write_csv(out_dir / GROUND_TRUTH_CSV, GROUND_TRUTH_HEADER, self.ground_truth)

@@ -22,13 +22,10 @@ from . import report_grammar
 from .iu_reports import assign_report_splits, iu_report_pool, iu_reports_available, iu_sampler
 from .lung_shapes import real_masks_usable
 from .mimic_layout import (
-    CHEXPERT_CSV,
-    GROUND_TRUTH_CSV,
     ICU_INDICATIONS,
     INDICATIONS,
-    METADATA_CSV,
-    SPLIT_CSV,
     SUMMARY_JSON,
+    StudyTables,
     label_cell,
     mimic_report_text,
     prepare_out_dir,
@@ -38,7 +35,6 @@ from .mimic_layout import (
     save_jpeg,
     split_subjects,
     unique_ids,
-    write_csv,
 )
 from .patient import Patient, sample_patient
 from .render import render_phantom
@@ -174,6 +170,145 @@ def _distinct_reports(drafts: Sequence[_StudyDraft]) -> dict[str, int]:
     return {split: len({d.key for d in drafts if d.split == split}) for split in _SPLIT_ORDER}
 
 
+# ------------------------------------------------------------------------------------------------ tables
+#: Devices of intensive care patients, imaged mostly AP with a portable unit.
+_PORTABLE_DEVICES = ("endotracheal tube", "nasogastric tube", "central line")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Subjects and studies of the dataset: how many studies each subject has, ids, splits, first study day."""
+
+    studies_per_subject: list[int]
+    subject_ids: list[int]
+    study_ids: list[int]
+    subject_splits: list[str]
+    base_days: np.ndarray
+
+    @property
+    def study_splits(self) -> list[str]:
+        return [split for split, count in zip(self.subject_splits, self.studies_per_subject) for _ in range(count)]
+
+
+def _plan(seed: int, num_items: int, val_fraction: float, test_fraction: float) -> _Plan:
+    """The plan, all from one generator: about 20% of subjects have two studies; splits are by subject."""
+    rng = np.random.default_rng([seed, 0])
+    studies_per_subject: list[int] = []
+    remaining = num_items
+    while remaining > 0:
+        count = 2 if remaining >= 2 and rng.random() < 0.2 else 1
+        studies_per_subject.append(count)
+        remaining -= count
+    subjects = len(studies_per_subject)
+    subject_ids = unique_ids(rng, subjects, 10_000_000, 20_000_000)
+    study_ids = unique_ids(rng, num_items, 50_000_000, 60_000_000)
+    subject_splits = split_subjects(rng, subjects, val_fraction, test_fraction)
+    base_days = rng.integers(0, 80 * 365, size=subjects)
+    return _Plan(studies_per_subject, subject_ids, study_ids, subject_splits, base_days)
+
+
+def _drawn_labels(spec: dict[str, dict]) -> dict[str, float]:
+    """What the image shows, over the default classes: 1 drawn, -1 drawn mildly (uncertain), 0 absent."""
+    drawn = {
+        name: (UNCERTAIN if spec[name]["uncertain"] else POSITIVE) if name in spec else NEGATIVE
+        for name in DEFAULT_CLASSES
+        if name != "No Finding"
+    }
+    drawn["No Finding"] = NEGATIVE if any(drawn[n] != NEGATIVE for n in PATHOLOGIES) else POSITIVE
+    return drawn
+
+
+def _ground_truth_attributes(spec: dict[str, dict], truth: dict[str, Any]) -> list[str]:
+    """The ground-truth CSV's columns from ``ctr`` to ``lung_shape``."""
+    effusion, pneumothorax, consolidation = (
+        spec.get(n, {}) for n in ("Pleural Effusion", "Pneumothorax", "Consolidation")
+    )
+    return [
+        f"{truth['ctr']:.4f}",
+        effusion.get("side", ""),
+        effusion.get("severity", ""),
+        pneumothorax.get("side", ""),
+        pneumothorax.get("severity", ""),
+        consolidation.get("side", ""),
+        consolidation.get("zone", ""),
+        spec.get("Edema", {}).get("severity", ""),
+        ";".join(spec.get("Support Devices", {}).get("devices", [])),
+        truth["lung_shape"],
+    ]
+
+
+def _write_study(
+    out_dir: Path,
+    tables: StudyTables,
+    draft: _StudyDraft,
+    subject: int,
+    study: int,
+    follow_up: int,
+    first_day: int,
+    patient: Patient,
+    image_size: int,
+    report_source: str,
+) -> None:
+    """Render one study's image from its draft, write the image and report, and add its table rows.
+
+    ``follow_up`` is 0 for a subject's first study; later studies compare with it and come about 200 days on.
+    """
+    from ..labeler import label_report
+
+    rng, spec = draft.rng, draft.spec
+    comparison = draft.comparison
+    if follow_up > 0:
+        comparison = "___"
+    elif comparison.lower().startswith("none") or not comparison:
+        comparison = "None."
+    labels = label_report(report_text(draft.findings, draft.impression))
+    image, truth = render_phantom(spec, rng, image_size, patient)
+    devices = spec.get("Support Devices", {}).get("devices", [])
+    portable = any(d in devices for d in _PORTABLE_DEVICES)
+    view = "AP" if (rng.random() < (0.85 if portable else 0.1)) else "PA"
+    examination = "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)"
+
+    subject_text, study_text = str(subject), str(study)
+    folder = out_dir / "files" / f"p{subject_text[:2]}" / f"p{subject_text}"
+    (folder / f"s{study_text}").mkdir(parents=True, exist_ok=True)
+    save_jpeg(image, folder / f"s{study_text}" / f"{draft.dicom_id}.jpg")
+    (folder / f"s{study_text}.txt").write_text(
+        mimic_report_text(examination, draft.indication, comparison, draft.findings, draft.impression),
+        encoding="utf-8",
+    )
+
+    tables.chexpert.append([subject, study] + [label_cell(labels[c]) for c in CHEXPERT_CLASSES])
+    tables.split.append([draft.dicom_id, study, subject, draft.split])
+    day = first_day + 200 * follow_up + int(rng.integers(0, 150))
+    date = np.datetime64("2110-01-01") + np.timedelta64(day, "D")
+    time_of_day = f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
+    tables.metadata.append(
+        [
+            draft.dicom_id,
+            subject,
+            study,
+            examination,
+            view,
+            image_size,
+            image_size,
+            str(date).replace("-", ""),
+            f"{time_of_day}.{int(rng.integers(0, 1000)):03d}",
+            examination,
+            "postero-anterior" if view == "PA" else "antero-posterior",
+            "Erect" if view == "PA" else "Recumbent",
+        ]
+    )
+    drawn = _drawn_labels(spec)
+    for name, value in drawn.items():
+        tables.prevalence[name] += value != NEGATIVE
+    tables.ground_truth.append(
+        [draft.dicom_id, subject, study, draft.split]
+        + [f"{drawn[c]:.1f}" for c in DEFAULT_CLASSES]
+        + _ground_truth_attributes(spec, truth)
+        + [view, report_source, draft.report_id]
+    )
+
+
 # ------------------------------------------------------------------------------------------------ main entry
 def make_embedded_dataset(
     out_dir: str | PathLike,
@@ -195,8 +330,8 @@ def make_embedded_dataset(
     ``use_real_masks``: lung outlines from torchxrayvision's lung masks (True), procedural (False) or "auto".
     About 20% of subjects have two studies (same anatomy, new findings); splits are by subject, and no
     validation / test report text (normalised) is a training report's text (IU reports are given to one split
-    each; see the module docstring). The same arguments give byte-identical files. Raises :class:`DataError` for a
-    non-empty ``out_dir`` unless ``overwrite`` and the folder holds an embedded dataset written before.
+    each; see the package docstring). The same arguments give byte-identical files. Raises :class:`DataError`
+    for a non-empty ``out_dir`` unless ``overwrite`` and the folder holds an embedded dataset written before.
     """
     if num_items < 1:
         raise ValueError(f"num_items must be at least 1, not {num_items}")
@@ -212,164 +347,47 @@ def make_embedded_dataset(
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, overwrite)
 
-    from ..labeler import label_report
-
-    # the plan: subjects, studies, ids and splits, all from one generator
-    plan_rng = np.random.default_rng([seed, 0])
-    studies_per_subject: list[int] = []
-    remaining = num_items
-    while remaining > 0:
-        k = 2 if remaining >= 2 and plan_rng.random() < 0.2 else 1
-        studies_per_subject.append(k)
-        remaining -= k
-    n_subjects = len(studies_per_subject)
-    subject_ids = unique_ids(plan_rng, n_subjects, 10_000_000, 20_000_000)
-    study_ids = unique_ids(plan_rng, num_items, 50_000_000, 60_000_000)
-    splits = split_subjects(plan_rng, n_subjects, val_fraction, test_fraction)
-    base_days = plan_rng.integers(0, 80 * 365, size=n_subjects)
-
-    study_splits = [splits[s_index] for s_index, count in enumerate(studies_per_subject) for _ in range(count)]
+    plan = _plan(seed, num_items, val_fraction, test_fraction)
     report_pool: dict[str, int] | None = None
     if report_source == "iu":
         drafts, report_pool = _draw_iu_reports(
-            seed, study_splits, val_fraction, test_fraction, normal_fraction, balance, out_dir
+            seed, plan.study_splits, val_fraction, test_fraction, normal_fraction, balance, out_dir
         )
     else:
-        drafts = _draw_grammar_reports(seed, study_splits, normal_fraction, out_dir)
+        drafts = _draw_grammar_reports(seed, plan.study_splits, normal_fraction, out_dir)
     _check_heldout_text(drafts, out_dir)
 
-    chexpert_rows, split_rows, meta_rows, truth_rows = [], [], [], []
-    truth_header = (
-        ["dicom_id", "subject_id", "study_id", "split"]
-        + list(DEFAULT_CLASSES)
-        + [
-            "ctr",
-            "effusion_side",
-            "effusion_severity",
-            "pneumothorax_side",
-            "pneumothorax_severity",
-            "consolidation_side",
-            "consolidation_zone",
-            "edema_severity",
-            "devices",
-            "lung_shape",
-            "view",
-            "report_source",
-            "report_id",
-        ]
-    )
-    prevalence: Counter = Counter()
+    tables = StudyTables()
     item = 0
-    for s_index, count in enumerate(studies_per_subject):
-        subject = subject_ids[s_index]
-        patient: Patient = sample_patient(np.random.default_rng([seed, 1, s_index]), real_masks, max_masks)
-        day = int(base_days[s_index])
-        for k in range(count):
-            draft = drafts[item]
-            rng, study, dicom_id, spec = draft.rng, study_ids[item], draft.dicom_id, draft.spec
-            findings, impression, report_id = draft.findings, draft.impression, draft.report_id
-            indication, comparison = draft.indication, draft.comparison
-            if k > 0:
-                comparison = "___"
-            elif comparison.lower().startswith("none") or not comparison:
-                comparison = "None."
-            labels = label_report(report_text(findings, impression))
-            image, truth = render_phantom(spec, rng, image_size, patient)
-            devices = spec.get("Support Devices", {}).get("devices", [])
-            portable = any(d in devices for d in ("endotracheal tube", "nasogastric tube", "central line"))
-            view = "AP" if (rng.random() < (0.85 if portable else 0.1)) else "PA"
-            examination = "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)"
-
-            subject_s, study_s = str(subject), str(study)
-            folder = out_dir / "files" / f"p{subject_s[:2]}" / f"p{subject_s}"
-            (folder / f"s{study_s}").mkdir(parents=True, exist_ok=True)
-            save_jpeg(image, folder / f"s{study_s}" / f"{dicom_id}.jpg")
-            (folder / f"s{study_s}.txt").write_text(
-                mimic_report_text(examination, indication, comparison, findings, impression), encoding="utf-8"
-            )
-
-            chexpert_rows.append([subject, study] + [label_cell(labels[c]) for c in CHEXPERT_CLASSES])
-            split_rows.append([dicom_id, study, subject, splits[s_index]])
-            date = np.datetime64("2110-01-01") + np.timedelta64(day + 200 * k + int(rng.integers(0, 150)), "D")
-            time_of_day = f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
-            meta_rows.append(
-                [
-                    dicom_id,
-                    subject,
-                    study,
-                    examination,
-                    view,
-                    image_size,
-                    image_size,
-                    str(date).replace("-", ""),
-                    f"{time_of_day}.{int(rng.integers(0, 1000)):03d}",
-                    examination,
-                    "postero-anterior" if view == "PA" else "antero-posterior",
-                    "Erect" if view == "PA" else "Recumbent",
-                ]
-            )
-            rendered = {
-                name: (UNCERTAIN if spec[name]["uncertain"] else POSITIVE) if name in spec else NEGATIVE
-                for name in DEFAULT_CLASSES
-                if name != "No Finding"
-            }
-            rendered["No Finding"] = NEGATIVE if any(rendered[n] != NEGATIVE for n in PATHOLOGIES) else POSITIVE
-            for name, value in rendered.items():
-                prevalence[name] += value != NEGATIVE
-            eff, ptx, cons = (spec.get(n, {}) for n in ("Pleural Effusion", "Pneumothorax", "Consolidation"))
-            truth_rows.append(
-                [dicom_id, subject, study, splits[s_index]]
-                + [f"{rendered[c]:.1f}" for c in DEFAULT_CLASSES]
-                + [
-                    f"{truth['ctr']:.4f}",
-                    eff.get("side", ""),
-                    eff.get("severity", ""),
-                    ptx.get("side", ""),
-                    ptx.get("severity", ""),
-                    cons.get("side", ""),
-                    cons.get("zone", ""),
-                    spec.get("Edema", {}).get("severity", ""),
-                    ";".join(devices),
-                    truth["lung_shape"],
-                    view,
-                    report_source,
-                    report_id,
-                ]
+    for subject_index, count in enumerate(plan.studies_per_subject):
+        # one patient per subject (its own generator): follow-up studies show the same anatomy
+        patient = sample_patient(np.random.default_rng([seed, 1, subject_index]), real_masks, max_masks)
+        for follow_up in range(count):
+            _write_study(
+                out_dir,
+                tables,
+                drafts[item],
+                plan.subject_ids[subject_index],
+                plan.study_ids[item],
+                follow_up,
+                int(plan.base_days[subject_index]),
+                patient,
+                image_size,
+                report_source,
             )
             item += 1
-
-    write_csv(out_dir / CHEXPERT_CSV, ["subject_id", "study_id"] + list(CHEXPERT_CLASSES), chexpert_rows)
-    write_csv(out_dir / SPLIT_CSV, ["dicom_id", "study_id", "subject_id", "split"], split_rows)
-    write_csv(
-        out_dir / METADATA_CSV,
-        [
-            "dicom_id",
-            "subject_id",
-            "study_id",
-            "PerformedProcedureStepDescription",
-            "ViewPosition",
-            "Rows",
-            "Columns",
-            "StudyDate",
-            "StudyTime",
-            "ProcedureCodeSequence_CodeMeaning",
-            "ViewCodeSequence_CodeMeaning",
-            "PatientOrientationCodeSequence_CodeMeaning",
-        ],
-        meta_rows,
-    )
-    write_csv(out_dir / GROUND_TRUTH_CSV, truth_header, truth_rows)
+    tables.write(out_dir)
     summary = {
         "num_items": num_items,
-        "num_subjects": n_subjects,
+        "num_subjects": len(plan.studies_per_subject),
         "seed": seed,
         "image_size": image_size,
         "report_source": report_source,
         "lung_masks": "real" if real_masks else "procedural",
-        "splits": dict(sorted(Counter(row[3] for row in split_rows).items())),
+        "splits": dict(sorted(Counter(row[3] for row in tables.split).items())),
         "distinct_reports": _distinct_reports(drafts),
         "report_pool": report_pool,
-        "prevalence": {name: round(prevalence[name] / num_items, 4) for name in DEFAULT_CLASSES},
+        "prevalence": {name: round(tables.prevalence[name] / num_items, 4) for name in DEFAULT_CLASSES},
         "class_names": list(DEFAULT_CLASSES),
     }
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
