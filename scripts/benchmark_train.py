@@ -442,21 +442,7 @@ def bare_iteration(
     with grads.frozen(networks[2:]):
         with autocast():
             x_fake = g(torch.randn(b, z_dim, device=device), y_fake)
-            g_terms = terms.image_generator_terms(networks.image_discriminator, x_fake, y_fake, objective)
-            if objective.consistency_weight:
-                g_terms["g_consistency"] = terms.consistency_term(f, x_fake, y_fake)
-            image_loss = terms.weighted_sum(g_terms, objective, x_fake)
-            x_text = grads.text_reader_input(x_fake, gradients)
-            text_terms = terms.text_generator_terms(
-                networks, x_fake, terms.sample_reports(f, x_text, y_fake, tau), objective
-            )
-            text_loss = terms.weighted_sum(text_terms, objective, x_fake)
-            adversarial = image_loss + text_loss
-            if gradients.bounds_text_gradient:
-                ratio, scale = gradients.text_grad_max_ratio, gradients.text_grad_to_generator
-                adversarial = adversarial + grads.bounded_text_gradient(
-                    x_fake, x_text, image_loss, text_loss, ratio, scale
-                )
+            _, adversarial = terms.generator_objective(networks, x_fake, y_fake, objective, gradients)
             teacher_terms = terms.teacher_forcing_terms(f, real, report, num_sentences, labels, None, objective)
             teacher = objective.teacher_forcing_weight * teacher_terms["f_teacher_forcing"]
         g_optimizer.zero_grad(set_to_none=True)

@@ -24,7 +24,7 @@ from bundle.losses import (
     rotate_batch,
     rotation_loss,
 )
-from bundle.training.gradients import eval_mode, frozen
+from bundle.training.gradients import GradientControls, bounded_text_gradient, eval_mode, frozen, text_reader_input
 
 __all__ = [
     "LOSS_KEYS",
@@ -33,6 +33,7 @@ __all__ = [
     "Objective",
     "consistency_term",
     "discriminator_terms",
+    "generator_objective",
     "image_generator_terms",
     "sample_reports",
     "teacher_forcing_terms",
@@ -291,6 +292,40 @@ def text_generator_terms(
         logits = networks.joint_discriminator(x_fake, s_fake)
         terms["g_joint"] = generator_loss(logits.float(), objective.adversarial_loss)
     return terms
+
+
+def generator_objective(
+    networks: EMIXERNetworks,
+    x_fake: torch.Tensor,
+    y_fake: torch.Tensor,
+    objective: Objective,
+    controls: GradientControls,
+    labelled: bool = True,
+) -> tuple[Terms, torch.Tensor]:
+    """G's and F's adversarial terms on G's images ``x_fake`` drawn for ``y_fake``, and their weighted sum.
+
+    The image terms (D_image, rotation, auxiliary classifier) and F's label consistency read ``x_fake``; the text
+    terms read F's reports of it, sampled from ``x_text`` (:func:`~bundle.training.gradients.text_reader_input`:
+    the text path's gradient to G scaled or, when bounded, cut there and added back per image within its bound by
+    :func:`~bundle.training.gradients.bounded_text_gradient`). ``labelled`` False: the fakes have no labels (no
+    classifier or consistency term). Teacher forcing is not included (:func:`teacher_forcing_terms`)."""
+    terms: Terms = {}
+    if objective.uses_image_discriminator:
+        terms |= image_generator_terms(networks.image_discriminator, x_fake, y_fake, objective, labelled)
+    if objective.consistency_weight and labelled:
+        terms["g_consistency"] = consistency_term(networks.report_decoder, x_fake, y_fake)
+    adversarial = image_total = weighted_sum(terms, objective, x_fake)
+    if objective.uses_text:
+        x_text = text_reader_input(x_fake, controls)
+        s_fake = sample_reports(networks.report_decoder, x_text, y_fake, objective.gumbel_temperature)
+        text = text_generator_terms(networks, x_fake, s_fake, objective)
+        text_total = weighted_sum(text, objective, x_fake)
+        terms |= text
+        adversarial = adversarial + text_total
+        if controls.bounds_text_gradient:
+            ratio, scale = controls.text_grad_max_ratio, controls.text_grad_to_generator
+            adversarial = adversarial + bounded_text_gradient(x_fake, x_text, image_total, text_total, ratio, scale)
+    return terms, adversarial
 
 
 def teacher_forcing_terms(

@@ -164,11 +164,7 @@ class EMIXERTrainer(Trainer):
         with self._autocast():
             loss = self._teacher_forcing(batch)["f_teacher_forcing"]
         optimizer.zero_grad(set_to_none=True)
-        self.g_scaler.scale(loss).backward()
-        if self.distributed:
-            all_reduce_gradients([p for p in self.report_decoder.parameters() if p.requires_grad])
-        self.g_scaler.step(optimizer)
-        self.g_scaler.update()
+        self._step(loss, [optimizer], self.g_scaler, [p for p in self.report_decoder.parameters() if p.requires_grad])
         return float(loss.detach())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -250,7 +246,12 @@ class EMIXERTrainer(Trainer):
         controls, optimizers = self.gradients, [self.g_optimizer, self.f_optimizer]
         with frozen(self._discriminators):
             with self._autocast():
-                g_terms, adversarial = self._generator_terms(batch, labels, index, size)
+                x_fake, y_fake = self._fakes(labels, index, self.n_critic, size)
+                g_terms, adversarial = terms_of.generator_objective(
+                    self.networks, x_fake, y_fake, self.objective, controls, index is not None
+                )
+                if self.objective.teacher_forcing_weight > 0:
+                    g_terms |= self._teacher_forcing(batch)
             teacher = g_terms.get("f_teacher_forcing")
             teacher = None if teacher is None else self.objective.teacher_forcing_weight * teacher
             g_total = adversarial if teacher is None else adversarial + teacher
@@ -265,33 +266,3 @@ class EMIXERTrainer(Trainer):
                 else:
                     self._step(g_total, optimizers, self.g_scaler, self._g_step_params)
         return {**g_terms, "g_total": g_total}
-
-    def _generator_terms(
-        self, batch: Mapping, labels: torch.Tensor, index: Any, size: int
-    ) -> tuple[dict, torch.Tensor]:
-        """G's and F's terms on fresh fakes, and the weighted sum of the adversarial ones (all but teacher forcing)."""
-        objective, nets, controls = self.objective, self.networks, self.gradients
-        x_fake, y_fake = self._fakes(labels, index, self.n_critic, size)
-        g_terms: dict[str, torch.Tensor] = {}
-        if objective.uses_image_discriminator:
-            g_terms |= terms_of.image_generator_terms(
-                nets.image_discriminator, x_fake, y_fake, objective, index is not None
-            )
-        if objective.consistency_weight and index is not None:
-            g_terms["g_consistency"] = terms_of.consistency_term(self.report_decoder, x_fake, y_fake)
-        adversarial = image_total = terms_of.weighted_sum(g_terms, objective, x_fake)
-        if objective.uses_text:
-            x_text = grads.text_reader_input(x_fake, controls)
-            s_fake = terms_of.sample_reports(self.report_decoder, x_text, y_fake, objective.gumbel_temperature)
-            text = terms_of.text_generator_terms(nets, x_fake, s_fake, objective)
-            text_total = terms_of.weighted_sum(text, objective, x_fake)
-            g_terms |= text
-            adversarial = adversarial + text_total
-            if controls.bounds_text_gradient:
-                ratio, scale = controls.text_grad_max_ratio, controls.text_grad_to_generator
-                adversarial = adversarial + grads.bounded_text_gradient(
-                    x_fake, x_text, image_total, text_total, ratio, scale
-                )
-        if objective.teacher_forcing_weight > 0:
-            g_terms |= self._teacher_forcing(batch)
-        return g_terms, adversarial
