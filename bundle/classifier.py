@@ -3,14 +3,14 @@ the memorisation audit.
 
 * ``configs/train_classifier.json`` trains a multi-label MONAI ``DenseNet121`` on the project's datalist and keeps
   the best model (macro AUROC on the validation split) as ``<output_dir>/classifier/model.pt``;
-  :func:`load_classifier` rebuilds it from the same configs and loads that file.
-* ``configs/train_classifier_independent.json`` (:data:`INDEPENDENT_CONFIGS`) is a second evaluation classifier of
-  another architecture, a MONAI ResNet-18, trained the same way on the real training split into
-  ``<output_dir>/classifier_independent/model.pt``. The DenseNet does the same task as D's finding classifier and
-  F's label head, which train G; the ResNet is of another architecture, is trained before the runs it scores and
-  is never used in a training term, so label agreement measured with it (``label_agreement_ratio_independent``)
-  does not rest on one network's reading of the images. :func:`independent_overrides` makes the first classifier's
-  config overrides fit for the second.
+  :func:`classifier_from_config` rebuilds it from a parser of the same configs (composed by
+  :func:`bundle.workflows.load_classifier`) and loads the weights :func:`read_classifier_state` read.
+* ``configs/train_classifier_independent.json`` is a second evaluation classifier of another architecture, a MONAI
+  ResNet-18, trained the same way on the real training split into ``<output_dir>/classifier_independent/model.pt``.
+  The DenseNet does the same task as D's finding classifier and F's label head, which train G; the ResNet is of
+  another architecture, is trained before the runs it scores and is never used in a training term, so label
+  agreement measured with it (``label_agreement_ratio_independent``) does not rest on one network's reading of the
+  images.
 * :class:`ClassifierFeatures` turns a convolutional classifier ending in a linear layer (MONAI DenseNet, ResNet,
   EfficientNetBN) into a feature network returning ``(features, logits)``: the input of that final linear layer (the
   pooled penultimate activations: 1024-d for DenseNet121, 512-d for ResNet-18) and the class scores.
@@ -47,14 +47,12 @@ from monai.metrics import ROCAUCMetric, compute_roc_auc
 from bundle.data.errors import DataError
 
 __all__ = [
-    "DEFAULT_CONFIGS",
-    "INDEPENDENT_CONFIGS",
-    "INDEPENDENT_DROPPED_KEYS",
     "DEFAULT_XRV_WEIGHTS",
     "MacroAUROCMetric",
     "MacroAUROC",
-    "independent_overrides",
-    "load_classifier",
+    "classifier_from_config",
+    "read_classifier_state",
+    "state_sizes",
     "ClassifierFeatures",
     "XRVFeatures",
     "xrv_weights_path",
@@ -64,26 +62,6 @@ __all__ = [
     "auroc_per_class",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The classifier's training configs: the generator's config (data, preprocessing) then the classifier's overrides.
-DEFAULT_CONFIGS: tuple[str, ...] = (
-    str(REPO_ROOT / "configs" / "train.json"),
-    str(REPO_ROOT / "configs" / "train_classifier.json"),
-)
-#: The independent evaluation classifier (a MONAI ResNet-18, set by ``independent_classifier_def``): the same data,
-#: preprocessing, trainer and checkpoint selection as :data:`DEFAULT_CONFIGS`, its own folder
-#: ``<output_dir>/classifier_independent``.
-INDEPENDENT_CONFIGS: tuple[str, ...] = (
-    *DEFAULT_CONFIGS,
-    str(REPO_ROOT / "configs" / "train_classifier_independent.json"),
-)
-#: Overrides of the first classifier that :func:`independent_overrides` leaves out: its architecture and its files.
-INDEPENDENT_DROPPED_KEYS: tuple[str, ...] = (
-    "classifier_def",
-    "classifier_dir",
-    "classifier_checkpoint",
-    "classifier_tensorboard_dir",
-)
 #: torchxrayvision's DenseNet-121 trained on all its public datasets (NIH, PadChest, CheXpert, MIMIC, ...).
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-all"
 XRV_RESOLUTION = 224
@@ -126,22 +104,12 @@ class MacroAUROC(IgniteMetricHandler):
         super().__init__(metric_fn=MacroAUROCMetric(), output_transform=output_transform, save_details=False)
 
 
-def independent_overrides(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Config overrides of the first classifier made fit for the independent one (:data:`INDEPENDENT_CONFIGS`).
-
-    Data, image size, epochs, batch size and the like apply to both; the first classifier's architecture
-    (``classifier_def``, e.g. a small DenseNet for a CPU run) and its files (``classifier_dir``,
-    ``classifier_checkpoint``, ``classifier_tensorboard_dir``) are left out, so the second classifier keeps its own
-    architecture and folder. Its architecture is changed with ``independent_classifier_def``.
-    """
-    return {key: value for key, value in (overrides or {}).items() if key not in INDEPENDENT_DROPPED_KEYS}
-
-
-def _read_state_dict(path: Path, configs: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-    """A network state dict from a ``CheckpointSaver`` file (the bare state dict, or ``{"model": state_dict}``)."""
+def read_classifier_state(path: str | PathLike, configs: str = "train_classifier.json") -> dict[str, torch.Tensor]:
+    """A network state dict from a ``CheckpointSaver`` file (the bare state dict, or ``{"model": state_dict}``);
+    ``configs`` names the configs that train one, for the message when the file is missing."""
+    path = Path(path)
     if not path.is_file():
-        names = " + ".join(Path(f).name for f in configs) or "configs/train_classifier.json"
-        raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with {names})")
+        raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with {configs})")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
@@ -153,7 +121,7 @@ def _read_state_dict(path: Path, configs: Sequence[str] = ()) -> dict[str, torch
     return dict(saved)
 
 
-def _state_sizes(state: Mapping[str, torch.Tensor]) -> tuple[int | None, int | None]:
+def state_sizes(state: Mapping[str, torch.Tensor]) -> tuple[int | None, int | None]:
     """``(input channels, classes)`` of a convolutional classifier's state dict: the first 2D convolution's input
     channels and the last linear layer's outputs. A state dict lists parameters in registration order, and MONAI's
     DenseNet, ResNet and EfficientNetBN register their stem first and their classifier last."""
@@ -162,43 +130,11 @@ def _state_sizes(state: Mapping[str, torch.Tensor]) -> tuple[int | None, int | N
     return (int(convs[0].shape[1]) if convs else None), (int(linears[-1].shape[0]) if linears else None)
 
 
-def load_classifier(
-    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
-    checkpoint: str | PathLike | None = None,
-    device: str | torch.device = "cpu",
-    **overrides: Any,
+def classifier_from_config(
+    parser: Any, state: Mapping[str, torch.Tensor], path: str | PathLike, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the classifier from its configs and load its best checkpoint (``torch.load(weights_only=True)``).
-
-    Args:
-        config_file: the training configs; a ``.pt`` / ``.pth`` path here is taken as ``checkpoint``. Default:
-            :data:`DEFAULT_CONFIGS`; :data:`INDEPENDENT_CONFIGS` for the independent ResNet-18.
-        checkpoint: the weights; default the config's ``classifier_checkpoint`` (``<output_dir>/classifier/model.pt``,
-            ``<output_dir>/classifier_independent/model.pt`` for the independent one).
-        device: where the network goes.
-        overrides: config values used at training time (``output_dir``, ``classifier_def``, ``image_channels``...).
-            ``num_classes`` and ``image_channels`` are read from the checkpoint unless given (the last linear layer's
-            outputs, the first convolution's inputs), so no datalist is needed to load one.
-
-    Returns:
-        the network in eval mode, with ``class_names`` set when the config's datalist is at hand (else None).
-    """
-    from monai.bundle import ConfigParser
-
-    if isinstance(config_file, (str, PathLike)) and Path(config_file).suffix in (".pt", ".pth"):
-        config_file, checkpoint = None, config_file
-    files = [config_file] if isinstance(config_file, (str, PathLike)) else list(config_file or DEFAULT_CONFIGS)
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    for key, value in overrides.items():
-        parser[key] = value
-    path = Path(checkpoint) if checkpoint is not None else Path(parser.get_parsed_content("classifier_checkpoint"))
-    state = _read_state_dict(path, [str(f) for f in files])
-    channels, classes = _state_sizes(state)
-    if "num_classes" not in overrides and classes is not None:
-        parser["num_classes"] = classes
-    if "image_channels" not in overrides and channels is not None:
-        parser["image_channels"] = channels
+    """The parser's ``classifier_def`` with the weights ``state`` (read from ``path``, named in errors), in eval mode on
+    ``device``, with ``class_names`` set when the config's datalist is at hand (else None)."""
     network = parser.get_parsed_content("classifier_def", lazy=False)
     try:
         network.load_state_dict(state)

@@ -21,19 +21,17 @@ from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.classifier import (
-    DEFAULT_CONFIGS,
-    INDEPENDENT_CONFIGS,
     ClassifierFeatures,
     MacroAUROCMetric,
     XRVFeatures,
     auroc_per_class,
-    independent_overrides,
-    load_classifier,
     predict,
     xrv_available,
     xrv_weights_path,
 )
 from bundle.data.errors import DataError
+from bundle.workflows import INDEPENDENT_CONFIGS, independent_overrides, load_classifier
+from bundle.workflows import CLASSIFIER_CONFIGS as DEFAULT_CONFIGS
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY = {

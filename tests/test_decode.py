@@ -1,10 +1,12 @@
-"""The report decoder F on real test images (bundle.evaluation.decode, scripts/evaluate.py decode / run --checkpoint),
-on the session's tiny embedded dataset and tiny training run: F is rebuilt from the training configs with the
-run's overrides, so no new training is needed."""
+"""The report decoder F on real test images (bundle.evaluation.decode through bundle.workflows, scripts/evaluate.py
+decode / run --checkpoint), on the session's tiny embedded dataset and tiny training run: F is rebuilt from the
+training configs with the run's overrides, so no new training is needed."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
-from bundle.evaluation.decode import decode_reports, evaluate_decoder
+from bundle.workflows import decode_images, decode_reports, evaluate_decoder
 from bundle.evaluation.text_metrics import METRIC_KEYS, java_available, read_reports_jsonl
 from bundle.networks import ReportDecoder
 from tests.tiny import TINY, TRAIN_CONFIGS, write_test_split_as_generated
@@ -186,47 +188,41 @@ def test_a_bad_checkpoint_is_an_error_naming_the_file(checkpoint: Path, dataset_
         decode_reports(checkpoint, dataset_dir, TRAIN_CONFIGS, **{**TINY, "text_hidden": TINY["text_hidden"] + 8})
 
 
-def test_decode_command_writes_the_three_files(
-    checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    from scripts.evaluate import main
+def test_decoder_printout_names_every_score(decoded: dict, capsys: pytest.CaptureFixture) -> None:
+    """What ``scripts/evaluate.py decode --real`` prints after :func:`bundle.workflows.evaluate_decoder`."""
+    from bundle.evaluation.console import print_decoder
 
-    out = tmp_path / "cli"
-    configs = "[" + ",".join(repr(f) for f in TRAIN_CONFIGS) + "]"
-    args = ["decode", "--checkpoint", str(checkpoint), "--real", str(dataset_dir), "--out", str(out)]
-    args += ["--config_file", configs, "--meteor", "False"]
-    args += [f"--{key}={value}" for key, value in TINY.items()]
-    assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["hypotheses.jsonl", "metrics.json", "references.jsonl"]
-    assert read_reports_jsonl(out / "hypotheses.jsonl") == read_reports_jsonl(decoded["out"] / "hypotheses.jsonl")
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert "METEOR" not in metrics and metrics["BLEU-4"] == pytest.approx(decoded["metrics"]["BLEU-4"])
+    metrics = decoded["metrics"]
+    assert sorted(p.name for p in decoded["out"].iterdir()) == ["hypotheses.jsonl", "metrics.json", "references.jsonl"]
+    print_decoder(metrics)
     printed = capsys.readouterr().out
     assert f"{metrics['BLEU-1']:.4f}" in printed and "f1_macro" in printed and "mean_f1" in printed
-
-    code = main(["decode", "--checkpoint", str(tmp_path / "absent.pt"), "--real", str(dataset_dir), "--out", str(out)])
-    assert code == 2 and "absent.pt: missing checkpoint" in capsys.readouterr().err
 
 
 def test_run_with_a_checkpoint_adds_the_decoder_block(
     checkpoint: Path, dataset_dir: Path, decoded: dict, tmp_path: Path
 ) -> None:
-    """``run --checkpoint``: the decoder block in metrics.json (the same numbers as ``decode``) and report.md."""
-
-    from bundle.classifier import DEFAULT_CONFIGS
-    from scripts.evaluate import main
+    """``evaluate(decoder_checkpoint=...)`` (``run --checkpoint``): the decoder block in metrics.json (the same
+    numbers as ``decode``) and report.md."""
+    from bundle.workflows import CLASSIFIER_CONFIGS, evaluate
 
     made = write_test_split_as_generated(dataset_dir, tmp_path)
     classifier, override = made["classifier"], made["override"]
 
     out = tmp_path / "evaluation"
-    listed = lambda files: "[" + ",".join(repr(str(f)) for f in files) + "]"  # noqa: E731
-    args = ["run", "--real", str(dataset_dir), "--generated", str(tmp_path / "generated"), "--out", str(out)]
-    args += ["--classifier", str(classifier), "--classifier_config", listed([*DEFAULT_CONFIGS, override])]
-    args += ["--image_size", "32", "--xrv", "False", "--figures", "False"]
-    args += ["--checkpoint", str(checkpoint), "--config_file", listed(TRAIN_CONFIGS)]
-    args += ["--decoder_overrides", json.dumps(TINY)]
-    assert main(args) == 0
+    evaluate(
+        dataset_dir,
+        tmp_path / "generated",
+        out,
+        classifier_checkpoint=classifier,
+        classifier_config=[*CLASSIFIER_CONFIGS, str(override)],
+        image_size=32,
+        xrv=False,
+        figures=False,
+        decoder_checkpoint=checkpoint,
+        decoder_config=TRAIN_CONFIGS,
+        decoder_overrides=TINY,
+    )
 
     metrics = json.loads((out / "metrics.json").read_text())
     block = metrics["reports"]["decoder"]
@@ -274,7 +270,6 @@ def image_folder(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_decode_images_of_a_folder(checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path) -> None:
-    from bundle.evaluation.decode import decode_images
 
     folder, expected = image_folder
     out = tmp_path / "out"
@@ -305,8 +300,6 @@ def _generated(dataset_dir: Path, out_dir: Path) -> tuple[Path, list[dict]]:
 def test_decode_images_of_a_manifest_and_a_datalist(checkpoint: Path, dataset_dir: Path, tmp_path: Path) -> None:
     import csv
 
-    from bundle.evaluation.decode import decode_images
-
     generated, test = _generated(dataset_dir, tmp_path / "generated")
     with (generated / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -327,7 +320,6 @@ def test_decode_images_of_a_datalist_split_is_decode_of_that_split(
     checkpoint: Path, dataset_dir: Path, decoded: dict
 ) -> None:
     """A real datalist's test split gives the study ids and reports of ``decode --real``; all splits give every item."""
-    from bundle.evaluation.decode import decode_images
 
     options = {"dataset_dir": str(dataset_dir), **TINY}
     datalist = dataset_dir / "datalist.json"
@@ -344,8 +336,6 @@ def test_decode_images_with_a_released_model_reads_the_files_beside_it(
 ) -> None:
     """No dataset at the configured place: the tokenizer and class names come from beside a released model.pt."""
     import shutil
-
-    from bundle.evaluation.decode import decode_images
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     models = tmp_path / "models"
@@ -366,8 +356,6 @@ def test_decode_images_names_bad_input(
     checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path
 ) -> None:
     import shutil
-
-    from bundle.evaluation.decode import decode_images
 
     options = {"dataset_dir": str(dataset_dir), **TINY}
     folder = tmp_path / "folder"
@@ -398,11 +386,16 @@ def test_decode_images_names_bad_input(
         decode_images(tmp_path / "nowhere", checkpoint, TRAIN_CONFIGS, **options)
 
 
-def test_decode_command_with_images_writes_the_hypotheses(
-    checkpoint: Path, dataset_dir: Path, image_folder: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+def test_evaluate_command_line_decodes_images_and_stops_on_bad_input(
+    checkpoint: Path, dataset_dir: Path, tmp_path: Path
 ) -> None:
-    from bundle.evaluation.decode import decode_images
-    from scripts.evaluate import main
+    """``python scripts/evaluate.py decode --images``: the reports of :func:`bundle.workflows.decode_images`; a missing
+    input ends with a one-line error naming it, and an unknown flag stops the command before it writes anything."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(script), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
     generated, test = _generated(dataset_dir, tmp_path / "generated")
     out = tmp_path / "cli"
@@ -410,7 +403,8 @@ def test_decode_command_with_images_writes_the_hypotheses(
     args = ["decode", "--checkpoint", str(checkpoint), "--images", str(generated / "manifest.csv"), "--out", str(out)]
     args += ["--config_file", configs, f"--dataset_dir={dataset_dir}"]
     args += [f"--{key}={value}" for key, value in TINY.items()]
-    assert main(args) == 0
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["hypotheses.jsonl"]
     written = read_reports_jsonl(out / "hypotheses.jsonl")
     assert len(written) == len(test)
@@ -418,10 +412,16 @@ def test_decode_command_with_images_writes_the_hypotheses(
         generated / "manifest.csv", checkpoint, TRAIN_CONFIGS, dataset_dir=str(dataset_dir), **TINY
     )
     assert written == expected.hypotheses
-    assert f"{len(test)} reports decoded" in capsys.readouterr().out
+    assert f"{len(test)} reports decoded" in done.stdout
 
     args = ["decode", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "none.csv"), "--out", str(out)]
-    assert main(args) == 2 and "none.csv: missing" in capsys.readouterr().err
+    done = cli(*args)
+    assert done.returncode == 2 and "none.csv: missing" in done.stderr
+
+    refs = out / "hypotheses.jsonl"
+    done = cli("reports", "--references", str(refs), "--hypotheses", str(refs), "--out", "scored", "--bogus", "1")
+    assert done.returncode != 0 and "bogus" in done.stderr
+    assert not (tmp_path / "scored").exists()
 
 
 def test_decoder_alone_reads_generated_images_of_a_datalist_given_by_a_relative_path(
@@ -430,7 +430,6 @@ def test_decoder_alone_reads_generated_images_of_a_datalist_given_by_a_relative_
     """Run from the folder above the outputs with relative paths (as reproduce_embedded does): the datalist's image
     paths come back absolute, so the baseline decoder's own datalist, written elsewhere, still finds the images."""
     from bundle.evaluation.classify import ImageSet
-    from bundle.evaluation.decode import decode_images
     from bundle.evaluation.summary import decoder_alone_reports
 
     generated, _ = _generated(dataset_dir, tmp_path / "generated")
@@ -440,9 +439,12 @@ def test_decoder_alone_reads_generated_images_of_a_datalist_given_by_a_relative_
     assert all(Path(item["image"]).is_absolute() and Path(item["image"]).is_file() for item in items)
     image_set = ImageSet("generated", items, torch.zeros(len(items), 1, 1, 1), np.zeros((len(items), 1)), None)
     real = read_datalist(dataset_dir)
-    reports = decoder_alone_reports(
-        checkpoint, image_set, data.class_names, real, Path("evaluation"), config_file=TRAIN_CONFIGS, overrides=TINY
-    )
+    real_dataset = {"dataset_dir": str(real.root), "datalist_path": str(real.path)}
+
+    def decode(datalist: Path, out_dir: Path):
+        return decode_images(datalist, checkpoint, TRAIN_CONFIGS, out_dir, **real_dataset, **TINY)
+
+    reports = decoder_alone_reports(decode, image_set, data.class_names, Path("evaluation"))
     expected = decode_images(
         generated / "datalist.json", checkpoint, TRAIN_CONFIGS, dataset_dir=str(dataset_dir), **TINY
     )

@@ -1,4 +1,5 @@
-"""The README's main job (scripts/demo.py) at a tiny size: prepares, trains, generates, then reuses and resumes."""
+"""The README's main job (scripts/demo.py, bundle.workflows.run_demo) at a tiny size: prepares, trains, generates,
+then reuses and resumes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import torch
 from PIL import Image
 
-from scripts.demo import TILE, demo
+from bundle.data.preview import TILE
+from bundle.workflows import run_demo as demo
 from tests.tiny import TINY
 
 

@@ -1,4 +1,4 @@
-"""The full evaluation run (bundle.evaluation.suite.evaluate, scripts/evaluate.py run, configs/evaluate.json) on
+"""The full evaluation run (bundle.workflows.evaluate, scripts/evaluate.py run, configs/evaluate.json) on
 tiny data: 120 embedded studies, evaluated at 32 px with a tiny DenseNet classifier trained by the run itself
 (one torch thread: on a shared 2-core machine more threads only contend).
 
@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bundle.classifier import DEFAULT_CONFIGS, xrv_available
+from bundle.classifier import xrv_available
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError, SkipCounter
 from bundle.data.images import read_cxr
 from bundle.evaluation.classify import load_image_set
 from bundle.evaluation.report import write_report
-from bundle.evaluation.suite import evaluate
 from bundle.evaluation.summary import BASELINE_KEYS, BASELINES
 from bundle.inference.writer import PairedDatasetWriter
+from bundle.workflows import CLASSIFIER_CONFIGS, evaluate
 from tests.tiny import TINY_CLASSIFIER_DEF, make_tiny_dataset
 from tests.tiny import check_summary as check_summary_values
 
@@ -86,7 +86,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "root": root,
         "real": real,
-        "configs": [*DEFAULT_CONFIGS, str(tiny)],
+        "configs": [*CLASSIFIER_CONFIGS, str(tiny)],
         "copy": write("test_copy", test, test_images, test_labels),
         "noise": write("noise", test, noise, test_labels, source="image"),
         "inverted": write("inverted", test, test_images, 1 - test_labels),
@@ -185,35 +185,21 @@ def test_real_copy_run_writes_metrics_report_figures_and_tensorboard(work: dict[
     assert accumulator.Scalars("summary/pair_consistency_ratio")[0].value == 1.0
 
 
-def test_fid_separates_noise_through_the_command_line(
-    work: dict[str, Path], copy_run: dict, capsys: pytest.CaptureFixture
-) -> None:
-    from scripts.evaluate import main
+def test_fid_separates_noise(work: dict[str, Path], copy_run: dict, capsys: pytest.CaptureFixture) -> None:
+    from bundle.evaluation.console import print_summary
 
     out = work["root"] / "eval_noise"
-    configs = "[" + ",".join(repr(f) for f in work["configs"]) + "]"
-    code = main(
-        [
-            "run",
-            "--real",
-            str(work["real"]),
-            "--generated",
-            str(work["noise"]),
-            "--out",
-            str(out),
-            "--classifier",
-            str(checkpoint(work)),
-            "--classifier_config",
-            configs,
-            "--image_size",
-            str(SIZE),
-            "--figures",
-            "False",
-            "--independent_classifier_checkpoint",
-            str(independent_checkpoint(work)),
-        ]
+    evaluate(
+        work["real"],
+        work["noise"],
+        out,
+        classifier_checkpoint=checkpoint(work),
+        classifier_config=work["configs"],
+        image_size=SIZE,
+        figures=False,
+        independent_classifier_checkpoint=independent_checkpoint(work),
     )
-    assert code == 0
+    print_summary(json.loads((out / "metrics.json").read_text()))
     metrics = json.loads((out / "metrics.json").read_text())
     check_summary(metrics)
     assert metrics["settings"]["independent_classifier"]["trained"] is False

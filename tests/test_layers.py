@@ -1,4 +1,5 @@
-"""The package's import graph: layers that point down, no cycle, nothing imports ``scripts``.
+"""The package's import graph: layers that point down, no cycle, nothing imports ``scripts``; and only
+``bundle/workflows.py``, the top layer, names the ``configs/`` folder.
 
 Read from the source with ``ast`` (imports inside functions included), so a lazy import cannot hide a cycle.
 """
@@ -129,3 +130,43 @@ def test_layers_point_down() -> None:
 def test_leaf_modules_import_nothing_of_the_bundle() -> None:
     graph = import_graph()
     assert {leaf: sorted(graph[leaf]) for leaf in LEAVES if graph[leaf]} == {}
+
+
+#: Parts of the bundle above ``bundle.workflows`` (runs built from its workflows), which may import it.
+ABOVE_WORKFLOWS = {"experiments"}
+
+
+def test_the_library_does_not_import_the_workflows() -> None:
+    """``bundle.workflows`` composes the configs and calls the library; the library never calls back up."""
+    graph = import_graph()
+    users = sorted(m for m, ts in graph.items() if "bundle.workflows" in ts and part(m) not in ABOVE_WORKFLOWS)
+    assert users == []
+
+
+def config_folder_mentions(path: Path) -> list[int]:
+    """Lines where ``path``'s code (docstrings left out) names the ``configs`` folder: a string ``"configs"`` or one
+    starting ``configs/``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, documented) and node.body and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and (node.value.strip("/") == "configs" or node.value.startswith("configs/"))
+    ]
+
+
+def test_only_the_workflows_module_names_the_configs_folder(tmp_path: Path) -> None:
+    found = {module_name(p): config_folder_mentions(p) for p in BUNDLE.rglob("*.py")}
+    assert {name: lines for name, lines in found.items() if lines} == {"bundle.workflows": found["bundle.workflows"]}
+    assert found["bundle.workflows"]
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Reads configs/train.json."""\nCONFIGS = ROOT / "configs"\nTRAIN = "configs/train.json"\n')
+    assert config_folder_mentions(sample) == [2, 3]

@@ -249,13 +249,16 @@ def test_independent_classifier_is_skipped_with_the_reason_when_it_cannot_be_had
 
     constant = [{"image": "a.png", "labels": [1.0] + [0.0] * (len(CLASSES) - 1)}] * 2
     real = Datalist(tmp_path / "datalist.json", tmp_path, CLASSES, {"training": [], "validation": constant, "test": []})
-    common = {"config_files": [], "real": real, "sets": {}, "classes": CLASSES, "real_columns": range(len(CLASSES))}
-    common.update(out_dir=tmp_path, image_size=None, overrides={}, device=torch.device("cpu"), batch_size=2)
-    block, settings = independent_label_agreement(False, None, **common)
+    common = {"real": real, "sets": {}, "classes": CLASSES, "real_columns": range(len(CLASSES))}
+    common.update(device=torch.device("cpu"), batch_size=2)
+    block, settings = independent_label_agreement(None, True, **common)
     assert block == settings == {"skipped": "turned off (independent_classifier=False)"}
-    block, settings = independent_label_agreement(True, None, **common)
+
+    def load() -> None:
+        raise AssertionError("no classifier is loaded or trained when it cannot keep a model")
+
+    block, settings = independent_label_agreement(load, True, **common)
     assert block == settings and "needs a class with both label values" in block["skipped"]
-    assert not (tmp_path / "classifier_independent").exists()
 
 
 def test_report_source_is_read_from_the_generated_datalist(tmp_path: Path) -> None:
@@ -273,10 +276,8 @@ def test_run_with_a_decoder_scores_real_test_reports_and_the_decoder_alone_basel
     summary's ``report_label_f1_real`` is F's label F1 on the real test images, and ``decoder_alone`` holds the
     reports that checkpoint's F writes for the generated images (here the same checkpoint: the wiring is tested)."""
 
-    from bundle.classifier import DEFAULT_CONFIGS
-    from bundle.evaluation.decode import decode_images
-    from bundle.evaluation.suite import evaluate
     from bundle.evaluation.text_metrics import read_reports_jsonl
+    from bundle.workflows import CLASSIFIER_CONFIGS, decode_images, evaluate
     from tests.tiny import TINY, TRAIN_CONFIGS, write_test_split_as_generated
 
     checkpoint = trained / "models" / "checkpoint_final.pt"
@@ -289,7 +290,7 @@ def test_run_with_a_decoder_scores_real_test_reports_and_the_decoder_alone_basel
         tmp_path / "generated",
         out,
         classifier,
-        classifier_config=[*DEFAULT_CONFIGS, str(override)],
+        classifier_config=[*CLASSIFIER_CONFIGS, str(override)],
         image_size=32,
         xrv=False,
         figures=False,

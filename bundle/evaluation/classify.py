@@ -1,111 +1,36 @@
-"""The evaluation classifier as the evaluation run uses it: its config files and overrides, its preprocessing,
-training it, and its features and probabilities on image sets loaded through that preprocessing."""
+"""The evaluation classifier as the evaluation run uses it: its preprocessing (from a parser of its configs, composed
+by :mod:`bundle.workflows`), and its features and probabilities on image sets loaded through that preprocessing."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from bundle.classifier import DEFAULT_CONFIGS, predict
-from bundle.data.datalist import Datalist
+from bundle.classifier import predict
 from bundle.data.errors import DataError, SkipCounter
 
-from .common import config_files, preprocess_or_skip
+from .common import preprocess_or_skip
 
 __all__ = [
     "ImageSet",
-    "classifier_configs",
-    "classifier_overrides",
-    "classifier_preprocessing",
     "classify_images",
+    "image_preprocessing",
     "load_image_set",
-    "train_classifier",
 ]
 
 
-def classifier_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
-    """The classifier's config files: ``config_file`` (one file or a list, merged in order) or the defaults
-    ``configs/train.json`` + ``configs/train_classifier.json``. Put your overrides last in a list."""
-    return config_files(config_file, DEFAULT_CONFIGS, "classifier")
-
-
-def classifier_overrides(
-    config_files: Sequence[str],
-    datalist: Datalist | None = None,
-    image_size: int | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """Config overrides that point the classifier configs at ``datalist`` and keep images only.
-
-    The report tokenizer step is dropped from ``preprocessing_transforms`` (the classifier never reads reports),
-    so a dataset without ``tokenizer.json`` works too; ``image_size`` and ``overrides`` are applied as given.
-    """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    out: dict[str, Any] = {}
-    if "preprocessing_transforms" in parser:
-        out["preprocessing_transforms"] = [
-            t
-            for t in parser["preprocessing_transforms"]
-            if not (isinstance(t, Mapping) and str(t.get("_target_", "")).endswith("TokenizeReportd"))
-        ]
-    if datalist is not None:
-        out.update(dataset_dir=str(datalist.root), datalist_path=str(datalist.path))
-    if image_size is not None:
-        out["image_size"] = int(image_size)
-    out.update(overrides)
-    return out
-
-
-def classifier_preprocessing(config_files: Sequence[str], overrides: Mapping[str, Any]) -> Any:
-    """The classifier's evaluation preprocessing (its ``image_transforms``) as a MONAI ``Compose``."""
-    from monai.bundle import ConfigParser
+def image_preprocessing(parser: Any) -> Any:
+    """The classifier's evaluation preprocessing (its ``image_transforms``, else ``preprocessing_transforms``) of a
+    parser of its configs, as a MONAI ``Compose``."""
     from monai.transforms import Compose
 
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    for key, value in overrides.items():
-        parser[key] = value
     key = "image_transforms" if "image_transforms" in parser else "preprocessing_transforms"
     return Compose(parser.get_parsed_content(key))
-
-
-def train_classifier(
-    config_files: Sequence[str], output_dir: str | PathLike, overrides: Mapping[str, Any]
-) -> tuple[Path, float | None]:
-    """Train the classifier with its bundle config (``python -m monai.bundle run`` in-process) into
-    ``<output_dir>/classifier/``; returns the best checkpoint (validation macro AUROC) and that AUROC.
-
-    The process's torch thread count is restored afterwards (the config may set its own)."""
-    from monai.bundle import ConfigWorkflow
-
-    settings = {**overrides, "output_dir": str(output_dir)}
-    threads = torch.get_num_threads()
-    try:
-        flow = ConfigWorkflow(config_file=list(config_files), logging_file=False, workflow_type="train", **settings)
-        flow.initialize()
-        flow.run()
-        flow.finalize()
-    finally:
-        torch.set_num_threads(threads)
-    checkpoint = Path(flow.parser.get_parsed_content("classifier_checkpoint"))
-    if not checkpoint.is_file():
-        raise RuntimeError(
-            f"{checkpoint}: classifier training kept no model; the validation macro AUROC that selects it needs a "
-            "validation split where some class has both label values"
-        )
-    best = getattr(flow.parser.get_parsed_content("validate#evaluator").state, "best_metric", None)
-    return checkpoint, (float(best) if best is not None and math.isfinite(best) else None)
 
 
 def _input_channels(network: nn.Module) -> int:

@@ -1,12 +1,12 @@
-"""Helpers shared by the evaluation run's modules (suite, summary, decode): config file lists, bad input named or
-skipped, random subsets, and JSON written atomically."""
+"""Helpers shared by the evaluation run's modules (suite, summary, decode): bad input named or skipped, random
+subsets, and JSON written atomically."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ import torch
 from bundle.data.errors import DataError, SkipCounter
 
 __all__ = [
-    "config_files",
     "data_error_cause",
     "preprocess_or_skip",
     "subsample",
@@ -25,20 +24,6 @@ __all__ = [
     "write_json",
     "write_text_atomic",
 ]
-
-
-def config_files(
-    config_file: str | PathLike | Sequence[str | PathLike] | None, defaults: Sequence[str], what: str = "classifier"
-) -> list[str]:
-    """Bundle config files to merge in order: ``config_file`` (one file or a list) or ``defaults``; a missing file
-    raises FileNotFoundError naming it (``what`` says whose configs they are)."""
-    if config_file is None:
-        return list(defaults)
-    files = [config_file] if isinstance(config_file, (str, PathLike)) else list(config_file)
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{what} config files not found: {', '.join(missing)}")
-    return [str(f) for f in files]
 
 
 def data_error_cause(error: BaseException | None) -> DataError | None:

@@ -1,10 +1,11 @@
 """The report decoder F on real images: EMIXER's report-generation evaluation (paper section 4, R2Gen's metrics).
 
-:func:`decode_reports` rebuilds F from the *training* config (``report_decoder_def``, the tokenizer and
-``validate#preprocessing``: the same size, channels and [-1, 1] range as in training), loads its weights from a
-training checkpoint (``output/models/checkpoint_*.pt``) or a released ``models/model.pt`` through
-:mod:`bundle.inference`, and greedy-decodes one report per real image of a split. :func:`evaluate_decoder` scores
-those reports against the real ones:
+:func:`decode_reports` takes a parser of F's *training* config pointed at the real dataset (composed by
+:func:`bundle.workflows.decoder_parser`): ``report_decoder_def``, the tokenizer and ``validate#preprocessing`` (the
+same size, channels and [-1, 1] range as in training). It loads F's weights from a training checkpoint
+(``output/models/checkpoint_*.pt``) or a released ``models/model.pt`` through :mod:`bundle.inference`, and
+greedy-decodes one report per real image of a split. :func:`evaluate_decoder` scores those reports against the real
+ones:
 
 * BLEU-1..4, CIDEr, ROUGE-L and METEOR (pycocoevalcap, :func:`.text_metrics.report_metrics`);
 * clinical efficacy, precision / recall / F1 micro and macro between generated and reference reports
@@ -13,8 +14,8 @@ those reports against the real ones:
   (:func:`.clinical.label_f1`),
 
 and writes ``hypotheses.jsonl`` / ``references.jsonl`` (``{"id", "report"}`` lines, the input of
-``scripts/evaluate.py reports``) and ``metrics.json``. A training checkpoint does not store its config: pass the
-config files and overrides the model was trained with (e.g. ``configs/train.json`` + ``configs/demo.json``).
+``scripts/evaluate.py reports``) and ``metrics.json``. A training checkpoint does not store its config: the parser
+must hold the config files and overrides the model was trained with (e.g. ``train.json`` + ``demo.json``).
 
 :func:`decode_images` writes F's reports for any images without references: a folder of image files, a
 ``manifest.csv`` of the generated-data writer or a datalist (e.g. a generated set, to score reports written from
@@ -43,7 +44,6 @@ from bundle.inference import decode_report_tokens, load_network_weights, read_ch
 
 from .clinical import clinical_efficacy, label_f1
 from .common import (
-    config_files,
     data_error_cause,
     preprocess_or_skip,
     subsample,
@@ -54,21 +54,17 @@ from .common import (
 from .text_metrics import report_metrics
 
 __all__ = [
-    "DEFAULT_DECODER_CONFIGS",
     "DecodedImages",
     "DecodedReports",
     "decode_images",
     "decode_reports",
-    "decoder_configs",
     "evaluate_decoder",
     "image_items",
+    "parsed_content",
 ]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: F's training config (paper settings); add ``configs/demo.json`` and your overrides for a model trained with them.
-DEFAULT_DECODER_CONFIGS: tuple[str, ...] = (str(REPO_ROOT / "configs" / "train.json"),)
 #: Where F's weights are in a training checkpoint and in a released ``model.pt``.
 DECODER_KEYS: tuple[str, ...] = ("report_decoder",)
 #: The columns :func:`decode_images` needs in a manifest (the generated-data writer's ``id`` and ``image``).
@@ -80,7 +76,8 @@ HYPOTHESES = "hypotheses.jsonl"
 @dataclass
 class DecodedReports:
     """F's greedy reports for real images: ``references`` / ``hypotheses`` are ``{id: report}`` in the same order,
-    ``labels`` the real items' label rows ``[N, K]`` over ``class_names`` in that order."""
+    ``labels`` the real items' label rows ``[N, K]`` over ``class_names`` in that order; ``config`` describes F's
+    configs as the caller gave it (e.g. ``config_files`` and ``overrides``)."""
 
     references: dict[str, str]
     hypotheses: dict[str, str]
@@ -88,7 +85,7 @@ class DecodedReports:
     class_names: list[str]
     split: str
     checkpoint: str
-    config_files: list[str]
+    config: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -102,56 +99,11 @@ class DecodedImages:
     hypotheses: dict[str, str]
     source: str
     checkpoint: str
-    config_files: list[str]
+    config: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.hypotheses)
-
-
-def decoder_configs(config_file: str | PathLike | Sequence[str | PathLike] | None = None) -> list[str]:
-    """F's training config files: ``config_file`` (one file or a list, merged in order) or ``configs/train.json``."""
-    return config_files(config_file, DEFAULT_DECODER_CONFIGS, "report decoder")
-
-
-def _parser(files: Sequence[str], datalist_path: Path, checkpoint: str, overrides: Mapping[str, Any]) -> Any:
-    """The training config pointed at the real dataset; the tokenizer falls back to the one beside a released
-    ``model.pt`` when the dataset has none, and F's encoder is not pre-loaded (the checkpoint holds its weights)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(files))
-    parser["dataset_dir"] = str(datalist_path.parent)
-    parser["datalist_path"] = str(datalist_path)
-    beside = Path(checkpoint).parent / "tokenizer.json"
-    if not (datalist_path.parent / "tokenizer.json").is_file() and beside.is_file():
-        parser["tokenizer_path"] = str(beside)
-    if "pretrained_encoder_path" in parser:
-        parser["pretrained_encoder_path"] = None
-    for key, value in overrides.items():
-        parser[key] = value
-    return parser
-
-
-def _model_parser(files: Sequence[str], checkpoint: str, overrides: Mapping[str, Any]) -> Any:
-    """The training config for decoding images of no dataset: the tokenizer and class names come from the
-    configured dataset (``dataset_dir`` / ``tokenizer_path`` / ``datalist_path`` in the files or ``overrides``), or,
-    where those files are missing, from ``tokenizer.json`` / ``training_labels.json`` beside a released
-    ``model.pt``."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(files))
-    if "pretrained_encoder_path" in parser:
-        parser["pretrained_encoder_path"] = None
-    for key, value in overrides.items():
-        parser[key] = value
-    beside = Path(checkpoint).parent
-    for key, name in (("tokenizer_path", "tokenizer.json"), ("datalist_path", "training_labels.json")):
-        fallback = beside / name
-        if key not in overrides and key in parser and fallback.is_file() and not Path(_parsed(parser, key)).is_file():
-            parser[key] = str(fallback)
-    return parser
 
 
 def _decoder_and_preprocessing(
@@ -160,14 +112,14 @@ def _decoder_and_preprocessing(
     """(preprocessing, tokenizer, F in eval mode on ``device`` with the checkpoint's weights) of a training config;
     the preprocessing is ``validate#preprocessing`` (``train#preprocessing`` when there is none)."""
     key = "validate#preprocessing" if "validate#preprocessing" in parser else "train#preprocessing"
-    transform = _parsed(parser, key)
-    tokenizer = _parsed(parser, "tokenizer")
-    decoder = _parsed(parser, "report_decoder_def", lazy=False)
+    transform = parsed_content(parser, key)
+    tokenizer = parsed_content(parser, "tokenizer")
+    decoder = parsed_content(parser, "report_decoder_def", lazy=False)
     load_network_weights(decoder, state, DECODER_KEYS, source)
     return transform, tokenizer, decoder.to(device).eval()
 
 
-def _parsed(parser: Any, key: str, **kwargs: Any) -> Any:
+def parsed_content(parser: Any, key: str, **kwargs: Any) -> Any:
     """``parser.get_parsed_content(key)``; a :class:`DataError` behind MONAI's wrapping error (a missing tokenizer,
     say) is raised as itself, so the message names the file."""
     try:
@@ -210,27 +162,28 @@ def _batches(
 def decode_reports(
     checkpoint: str | PathLike,
     real: str | PathLike,
-    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    parser: Any,
     split: str = "test",
     max_items: int | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     skip_bad: bool = False,
     seed: int = 0,
-    **overrides: Any,
+    config: Mapping[str, Any] | None = None,
 ) -> DecodedReports:
     """F's greedy report for every image of a real split, beside the real report.
 
     Args:
         checkpoint: a training checkpoint (``checkpoint_*.pt``) or a released ``models/model.pt``.
         real: the real dataset folder (``datalist.json``, ``tokenizer.json``) or its datalist file.
-        config_file: the config files F was trained with (default ``configs/train.json``; a list is merged in order).
+        parser: a ``ConfigParser`` of the config F was trained with, pointed at ``real``
+            (:func:`bundle.workflows.decoder_parser`).
         split: the datalist split decoded (``test`` by default).
         max_items: at most this many items, a random subset drawn with ``seed``.
         batch_size: images per forward pass.
         device: where F runs (default CUDA when available).
         skip_bad: count and leave out unreadable items and items without report text instead of raising.
-        overrides: training config values (``image_size``, ``report_encoder``, ``tokenizer_path``...).
+        config: what the parser was composed of, kept in the result (e.g. ``config_files``, ``overrides``).
 
     Raises:
         DataError: naming the checkpoint when it is missing, unreadable or does not fit F, or the datalist / image
@@ -241,7 +194,6 @@ def decode_reports(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    files = decoder_configs(config_file)
     source = str(checkpoint)
     state = read_checkpoint(source)  # before anything slow: a bad path fails at once
     skip = SkipCounter(skip_bad)
@@ -256,7 +208,6 @@ def decode_reports(
     if not items:
         raise DataError(datalist.path, f'the "{split}" split has no items with a report')
 
-    parser = _parser(files, datalist.path, source, overrides)
     transform, tokenizer, decoder = _decoder_and_preprocessing(parser, state, source, device)
     del state
 
@@ -281,7 +232,7 @@ def decode_reports(
         class_names=list(datalist.class_names),
         split=split,
         checkpoint=source,
-        config_files=files,
+        config=dict(config or {}),
         skipped=skip.summary(),
     )
 
@@ -295,7 +246,7 @@ def evaluate_decoder(
     checkpoint: str | PathLike,
     real: str | PathLike,
     out_dir: str | PathLike,
-    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    parser: Any,
     split: str = "test",
     max_items: int | None = None,
     batch_size: int = 32,
@@ -303,10 +254,11 @@ def evaluate_decoder(
     meteor: bool | str = "auto",
     skip_bad: bool = False,
     seed: int = 0,
-    **overrides: Any,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Decode a real split with F (:func:`decode_reports`) and score the reports; write ``hypotheses.jsonl``,
-    ``references.jsonl`` and ``metrics.json`` into ``out_dir``.
+    """Decode a real split with F (:func:`decode_reports`, the same arguments) and score the reports; write
+    ``hypotheses.jsonl``, ``references.jsonl`` and ``metrics.json`` into ``out_dir``. ``config`` (what the parser was
+    composed of) goes into ``settings``.
 
     Returns:
         ``BLEU-1`` .. ``BLEU-4``, ``CIDEr``, ``ROUGE-L``, ``METEOR`` (left out without Java unless ``meteor=True``,
@@ -314,9 +266,7 @@ def evaluate_decoder(
         ``precision_micro`` ... ``f1_macro``, ``per_class``), ``label_f1`` (generated reports vs the images'
         labels) and ``settings``.
     """
-    decoded = decode_reports(
-        checkpoint, real, config_file, split, max_items, batch_size, device, skip_bad, seed, **overrides
-    )
+    decoded = decode_reports(checkpoint, real, parser, split, max_items, batch_size, device, skip_bad, seed, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(decoded.hypotheses, out / "hypotheses.jsonl")
@@ -326,8 +276,7 @@ def evaluate_decoder(
     metrics["label_f1"] = label_f1(list(decoded.hypotheses.values()), decoded.labels, decoded.class_names)
     metrics["settings"] = {
         "checkpoint": decoded.checkpoint,
-        "config_files": decoded.config_files,
-        "overrides": dict(overrides),
+        **decoded.config,
         "real": str(real),
         "split": split,
         "num_reports": len(decoded),
@@ -452,7 +401,7 @@ def _image_only(transform: Any) -> Any:
 def decode_images(
     images: str | PathLike,
     checkpoint: str | PathLike,
-    config_file: str | PathLike | Sequence[str | PathLike] | None = None,
+    parser: Any,
     out_dir: str | PathLike | None = None,
     split: str | None = None,
     max_items: int | None = None,
@@ -460,17 +409,17 @@ def decode_images(
     device: str | torch.device | None = None,
     skip_bad: bool = False,
     seed: int = 0,
-    **overrides: Any,
+    config: Mapping[str, Any] | None = None,
 ) -> DecodedImages:
     """F's greedy report for every image of ``images`` (see :func:`image_items`), read from the image alone: a
     ``label_conditioned`` F reads its own label head's predictions. With ``out_dir``, the reports are written to
     ``<out_dir>/hypotheses.jsonl`` (``{"id", "report"}`` per line, in input order).
 
-    F, its tokenizer and the image preprocessing come from the training config as in :func:`decode_reports`; the
-    tokenizer and class names from the configured dataset (``dataset_dir`` or ``tokenizer_path`` /
-    ``datalist_path`` overrides), else from ``tokenizer.json`` / ``training_labels.json`` beside a released
-    ``model.pt``. ``split`` picks a datalist's split (all when None); ``max_items``, ``batch_size``, ``device``,
-    ``skip_bad``, ``seed`` and ``overrides`` as in :func:`decode_reports`.
+    F, its tokenizer and the image preprocessing come from ``parser``, F's training config as in
+    :func:`decode_reports` (:func:`bundle.workflows.decoder_parser` without a dataset: the configured one's tokenizer
+    and class names, else the files beside a released ``model.pt``). ``split`` picks a datalist's split (all when
+    None); ``max_items``, ``batch_size``, ``device``, ``skip_bad``, ``seed`` and ``config`` as in
+    :func:`decode_reports`.
 
     Raises:
         DataError: naming the checkpoint, or the input, manifest line or image file that is bad (unless skipped).
@@ -478,7 +427,6 @@ def decode_images(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    files = decoder_configs(config_file)
     source = str(checkpoint)
     state = read_checkpoint(source)  # before anything slow: a bad path fails at once
     skip = SkipCounter(skip_bad)
@@ -487,7 +435,6 @@ def decode_images(
     if not items:
         raise DataError(origin, "no images to decode")
 
-    parser = _model_parser(files, source, overrides)
     transform, tokenizer, decoder = _decoder_and_preprocessing(parser, state, source, device)
     del state
     transform = _image_only(transform)
@@ -507,6 +454,6 @@ def decode_images(
         hypotheses=hypotheses,
         source=str(origin),
         checkpoint=source,
-        config_files=files,
+        config=dict(config or {}),
         skipped=skip.summary(),
     )

@@ -2,10 +2,12 @@
 
 :func:`evaluate` joins the metric library (EMIXER section 4 and RoentGen sections 5-7) into one run:
 
-* images of every set go through the classifier config's own preprocessing (``configs/train.json`` + ``
-  configs/train_classifier.json``: ``LoadCXRImaged``, resize longest side, pad, repeat channels, scale to [-1, 1]),
+* images of every set go through the classifier config's own preprocessing (``train.json`` +
+  ``train_classifier.json``: ``LoadCXRImaged``, resize longest side, pad, repeat channels, scale to [-1, 1]),
   so real and generated images reach the feature networks exactly as the classifier saw its training images;
 * the classifier is the given checkpoint, or one trained here by that same config on the real training split;
+  :class:`EvaluationModels` brings it, its preprocessing and the report decoders, built from the bundle configs by
+  :func:`bundle.workflows.evaluate`, each called when the run needs it (bad input fails before any training);
 * fidelity: FID on the classifier's pooled features (and on torchxrayvision's when its weights are on this
   machine), generated vs real test, beside real validation vs real test at the same set size as the reference;
 * diversity: MS-SSIM between generated images that share a conditioning label set;
@@ -33,7 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -41,22 +44,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle.classifier import XRVFeatures, load_classifier, xrv_available, xrv_weights_path
-from bundle.data.datalist import SPLITS, read_datalist
+from bundle.classifier import XRVFeatures, xrv_available, xrv_weights_path
+from bundle.data.datalist import SPLITS, Datalist
 from bundle.data.errors import DataError, SkipCounter
 
-from .classify import (
-    ImageSet,
-    classifier_configs,
-    classifier_overrides,
-    classifier_preprocessing,
-    classify_images,
-    load_image_set,
-    train_classifier,
-)
+from .classify import ImageSet, classify_images, load_image_set
 from .clinical import label_f1, verbatim_copy_rate
 from .common import subsample, to_jsonable, write_json
-from .decode import evaluate_decoder
 from .image_metrics import fid, ms_ssim_diversity
 from .memorisation import closest_pairs_figure, memorisation_audit
 from .report import distance_histogram_figure, label_agreement_figure, samples_figure, verdict_line, write_report
@@ -73,9 +67,45 @@ from .summary import (
 )
 from .text_metrics import report_metrics
 
-__all__ = ["evaluate"]
+__all__ = ["XRV_CHOICES", "EvaluationModels", "check_xrv", "evaluate"]
 
 logger = logging.getLogger(__name__)
+
+#: FID on torchxrayvision features: when its weights are on this machine, required, or off.
+XRV_CHOICES = ("auto", True, False)
+#: A classifier and its settings entry (``checkpoint``, ``trained``, ``config_files``, ``best_validation_macro_auroc``).
+Classifier = tuple[torch.nn.Module, dict[str, Any]]
+
+
+@dataclass
+class EvaluationModels:
+    """The networks of one evaluation run, each built or called when the run needs it.
+
+    Attributes:
+        preprocessing: the classifier's image preprocessing (``[C, H, W]`` in [-1, 1]) for datalist items.
+        classifier: loads the evaluation classifier, training it first when no checkpoint was given.
+        independent_classifier: the same for the independent ResNet-18; None: turned off.
+        independent_trains: whether ``independent_classifier`` trains one first (no checkpoint given).
+        decoder: ``decoder(out_dir)`` decodes the real test split with F and scores it (the metrics of
+            :func:`.decode.evaluate_decoder`); None: skipped.
+        decoder_alone: ``decoder_alone(datalist, out_dir)``: the :func:`.decode.decode_images` of F trained by teacher
+            forcing alone; None: that baseline is left out. ``decoder_alone_checkpoint`` names it in the metrics.
+    """
+
+    preprocessing: Callable[[dict], dict]
+    classifier: Callable[[], Classifier]
+    independent_classifier: Callable[[], Classifier] | None = None
+    independent_trains: bool = False
+    decoder: Callable[[Path], dict[str, Any]] | None = None
+    decoder_alone: Callable[[Path, Path], Any] | None = None
+    decoder_alone_checkpoint: str | None = None
+
+
+def check_xrv(xrv: Any) -> None:
+    """Raise ValueError unless ``xrv`` is one of :data:`XRV_CHOICES`."""
+    if xrv not in XRV_CHOICES:
+        raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
+
 
 # per-sample lists of the audit: kept in memorisation.json, left out of metrics.json
 _PER_SAMPLE_KEYS = ("generated_to_train", "heldout_to_train", "nearest_train", "overlap")
@@ -215,12 +245,11 @@ def _write_tensorboard(metrics: Mapping[str, Any], log_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ the run
 def evaluate(
-    real: str | PathLike,
-    generated: str | PathLike,
+    real: Datalist,
+    generated: Datalist,
     out_dir: str | PathLike,
-    classifier_checkpoint: str | PathLike | None = None,
-    classifier_config: str | PathLike | Sequence[str | PathLike] | None = None,
-    image_size: int | None = None,
+    models: EvaluationModels,
+    skip: SkipCounter | None = None,
     max_items: int | None = None,
     xrv: bool | str = "auto",
     ms_ssim_per_set: int = 4,
@@ -228,28 +257,16 @@ def evaluate(
     device: str | torch.device | None = None,
     batch_size: int = 32,
     meteor: bool | str = "auto",
-    skip_bad: bool = False,
     figures: bool = True,
-    decoder_checkpoint: str | PathLike | None = None,
-    decoder_config: str | PathLike | Sequence[str | PathLike] | None = None,
-    decoder_overrides: Mapping[str, Any] | None = None,
-    independent_classifier: bool = True,
-    independent_classifier_checkpoint: str | PathLike | None = None,
-    baseline_decoder_checkpoint: str | PathLike | None = None,
-    **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate a generated paired dataset against real data; write metrics.json, report.md, figures, TensorBoard.
 
     Args:
-        real: the real dataset folder (``datalist.json`` with training / validation / test) or its datalist file.
-        generated: the generated folder (``datalist.json`` as written by :class:`bundle.writers.PairedDatasetWriter`,
-            ``labels`` = conditioning labels) or its datalist file.
+        real: the real datalist (training / validation / test).
+        generated: the generated datalist (as written by the paired writer, ``labels`` = conditioning labels).
         out_dir: output folder.
-        classifier_checkpoint: the classifier's weights; None trains one here with the classifier config on the
-            real training split (into ``<out_dir>/classifier/``).
-        classifier_config: the classifier's config files (default ``configs/train.json`` +
-            ``configs/train_classifier.json``; add your own override file last in the list).
-        image_size: evaluation (and training) image size; default the config's (128).
+        models: the classifiers, their preprocessing and the report decoders (:class:`EvaluationModels`).
+        skip: counts unreadable items left out (the one the datalists were read with); None: bad input raises.
         max_items: at most this many items per set (real splits and generated), a random subset drawn with ``seed``.
         xrv: FID on torchxrayvision features too: ``"auto"`` when its weights are on this machine, ``True``
             (required: FileNotFoundError without them) or ``False``.
@@ -258,45 +275,19 @@ def evaluate(
         device: where the networks run (default CUDA when available).
         batch_size: images per forward pass.
         meteor: METEOR for the report text metrics (``"auto"``: when Java is available).
-        skip_bad: count and leave out unreadable items instead of raising :class:`DataError`.
         figures: draw the PNG figures (samples, label agreement, audit distances, closest pairs) for the report.
-        decoder_checkpoint: an EMIXER checkpoint (training ``checkpoint_*.pt`` or released ``model.pt``): its report
-            decoder F also decodes the real test images, scored into ``metrics["reports"]["decoder"]`` (BLEU-1..4,
-            CIDEr, ROUGE-L, METEOR, clinical efficacy, label F1; files under ``<out_dir>/decoder/``). None: skipped.
-        decoder_config / decoder_overrides: the config files and values F was trained with (default
-            ``configs/train.json``); ``decoder_overrides`` may also set options of
-            :func:`bundle.evaluation.decode.evaluate_decoder` (``batch_size``, ``max_items``, ``split``...), which
-            default to this run's.
-        independent_classifier: label agreement with the independent classifier too (a MONAI ResNet-18,
-            ``configs/train_classifier_independent.json`` layered on ``classifier_config``) into
-            ``metrics["label_agreement_independent"]``. It is never used in any training term (the first classifier
-            does the task of D's finding head and F's label head, which train G), so its agreement does not rest on
-            one kind of network. False: skipped (``{"skipped": reason}``).
-        independent_classifier_checkpoint: its weights; None trains it here on the real training split exactly as
-            the first one (``overrides`` without the first one's architecture and files,
-            :func:`bundle.classifier.independent_overrides`) into ``<out_dir>/classifier_independent/``.
-        baseline_decoder_checkpoint: an EMIXER checkpoint whose F was trained by teacher forcing alone (trained with
-            ``decoder_config`` / ``decoder_overrides``): its reports on the generated images are scored as the
-            ``decoder_alone`` baseline (files under ``<out_dir>/decoder_alone/``). None: that baseline is left out.
-        overrides: classifier config values (``max_epochs``, ``classifier_def``, ``num_workers``...), used for
-            training and for rebuilding the network.
 
     Returns:
         the content of ``metrics.json``; ``summary`` (one flat value per :data:`.summary.SUMMARY_KEYS` key, None with
         the reason in ``summary_skipped``) and ``baselines`` are described in :mod:`.summary`.
     """
-    if xrv not in ("auto", True, False):
-        raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
-    for path, what in ((independent_classifier_checkpoint, "classifier"), (baseline_decoder_checkpoint, "decoder")):
-        if path is not None and not Path(path).is_file():  # before the slow steps
-            raise DataError(path, f"missing checkpoint (the {what} checkpoint given for the evaluation)")
+    check_xrv(xrv)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     rng = np.random.default_rng(seed)
-    skip = SkipCounter(skip_bad)
-    real_list = read_datalist(real, skip)
-    gen_list = read_datalist(generated, skip)
+    skip = skip if skip is not None else SkipCounter()
+    real_list, gen_list = real, generated
     classes = [name for name in real_list.class_names if name in gen_list.class_names]
     if not classes:
         raise DataError(gen_list.path, f"no class in common with the real datalist ({real_list.class_names})")
@@ -304,23 +295,11 @@ def evaluate(
     gen_columns = [gen_list.class_names.index(name) for name in classes]
 
     decoder = None
-    if decoder_checkpoint is not None:  # first: a bad checkpoint fails before the slow steps
-        logger.info("report decoder of %s on the real test split", decoder_checkpoint)
-        options = {
-            "max_items": max_items,
-            "batch_size": batch_size,
-            "meteor": meteor,
-            "skip_bad": skip_bad,
-            "seed": seed,
-        }
-        options.update(decoder_overrides or {})  # the training overrides may hold batch_size, say: no clash
-        decoder = evaluate_decoder(
-            decoder_checkpoint, real_list.path, out / "decoder", config_file=decoder_config, device=device, **options
-        )
+    if models.decoder is not None:  # first: a bad checkpoint fails before the slow steps
+        logger.info("report decoder F on the real test split")
+        decoder = models.decoder(out / "decoder")
 
-    files = classifier_configs(classifier_config)
-    settings = classifier_overrides(files, real_list, image_size, **overrides)
-    transform = classifier_preprocessing(files, settings)
+    transform = models.preprocessing
     sets: dict[str, ImageSet] = {}
     for split in SPLITS:
         items = subsample(real_list.splits[split], max_items, rng)
@@ -336,20 +315,8 @@ def evaluate(
         if len(sets[name]) < 2:
             raise DataError(real_list.path if name == "test" else gen_list.path, f"{name} needs at least 2 images")
 
-    trained = classifier_checkpoint is None
-    best_val = None
-    if trained:
-        logger.info(
-            "no classifier checkpoint given: training one on the real training split (%d items) with %s%s -> %s",
-            len(real_list.splits["training"]),
-            " + ".join(Path(f).name for f in files),
-            f" (max_epochs={settings['max_epochs']})" if "max_epochs" in settings else "",
-            out / "classifier",
-        )
-        classifier_checkpoint, best_val = train_classifier(files, out, settings)
-    network = load_classifier(files, classifier_checkpoint, device, **settings)
-    check_class_count(network, classifier_checkpoint, len(real_list.class_names))
-
+    network, classifier_info = models.classifier()
+    check_class_count(network, classifier_info.get("checkpoint"), len(real_list.class_names))
     logger.info("classifier features of %s", ", ".join(f"{len(s)} {n}" for n, s in sets.items()))
     empty = {"features": torch.zeros(0, 1), "probs": torch.zeros(0, len(real_list.class_names))}
     outputs = {name: classify_images(network, s.images, batch_size, device) for name, s in sets.items()}
@@ -375,16 +342,12 @@ def evaluate(
         probs["generated"], sets["generated"].labels, probs["test"], sets["test"].labels, classes
     )
     metrics["label_agreement_independent"], independent = independent_label_agreement(
-        independent_classifier,
-        independent_classifier_checkpoint,
-        config_files=files,
+        models.independent_classifier,
+        models.independent_trains,
         real=real_list,
         sets=sets,
         classes=classes,
         real_columns=real_columns,
-        out_dir=out,
-        image_size=image_size,
-        overrides=overrides,
         device=device,
         batch_size=batch_size,
     )
@@ -414,22 +377,12 @@ def evaluate(
         metrics, read_report_source(gen_list.path), texts, readings, seed
     )
     alone = None
-    if baseline_decoder_checkpoint is not None:
-        logger.info("baseline report decoder %s on the generated images", baseline_decoder_checkpoint)
+    if models.decoder_alone is not None:
+        logger.info("baseline report decoder %s on the generated images", models.decoder_alone_checkpoint)
         alone = decoder_alone_reports(
-            baseline_decoder_checkpoint,
-            sets["generated"],
-            gen_list.class_names,
-            real_list,
-            out / "decoder_alone",
-            config_file=decoder_config,
-            overrides=decoder_overrides,
-            device=device,
-            batch_size=batch_size,
-            skip_bad=skip_bad,
-            seed=seed,
+            models.decoder_alone, sets["generated"], gen_list.class_names, out / "decoder_alone"
         )
-    alone_info = {"checkpoint": str(baseline_decoder_checkpoint)}
+    alone_info = {"checkpoint": str(models.decoder_alone_checkpoint)}
     metrics["baselines"] = baseline_measures(texts, readings, seed, alone, alone_info)
 
     figure_paths: dict[str, Path] = {}
@@ -457,12 +410,7 @@ def evaluate(
         "seed": seed,
         "counts": {name: len(s) for name, s in sets.items()},
         "skipped": skip.summary(),
-        "classifier": {
-            "checkpoint": str(classifier_checkpoint),
-            "trained": trained,
-            "config_files": files,
-            "best_validation_macro_auroc": best_val,
-        },
+        "classifier": classifier_info,
         "independent_classifier": independent,
     }
     metrics = to_jsonable(metrics)

@@ -16,7 +16,7 @@ states each report figure beside trivial baselines and measures that retrieval d
   checkpoint of F trained by teacher forcing alone, that F's reports on the generated images), scored on the
   :data:`BASELINE_KEYS` exactly as the model's reports are, paired with the same generated images.
 * :func:`independent_label_agreement` repeats the label agreement AUROC with the independent ResNet-18 classifier
-  (:data:`bundle.classifier.INDEPENDENT_CONFIGS`), which is never used in any training term.
+  (``configs/train_classifier_independent.json``), which is never used in any training term.
 
 Image readings binarise the (first) evaluation classifier's probabilities with per-class thresholds that maximise
 F1 on the real validation split (:func:`.clinical.thresholds_from_validation`); report readings are the project
@@ -39,18 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle.classifier import (
-    INDEPENDENT_CONFIGS,
-    ClassifierFeatures,
-    auroc_per_class,
-    independent_overrides,
-    load_classifier,
-)
+from bundle.classifier import ClassifierFeatures, auroc_per_class
 from bundle.data.datalist import Datalist
 from bundle.data.errors import DataError
 
 from .baselines import most_common_per_label_set, retrieval_by_labels
-from .classify import ImageSet, classifier_overrides, classify_images, train_classifier
+from .classify import ImageSet, classify_images
 from .clinical import label_f1, label_reports, pair_consistency_ratio, thresholds_from_validation
 from .common import subsample, write_json
 from .text_diversity import distinct_n, label_set_keys, novelty, self_bleu
@@ -111,8 +105,6 @@ BASELINE_KEYS: tuple[str, ...] = (
 )
 #: The trivial report writers of ``metrics["baselines"]`` (``decoder_alone`` is added with its checkpoint).
 BASELINES: tuple[str, ...] = ("retrieval_by_labels", "most_common_per_label_set")
-#: The independent classifier's own config file, layered on the first classifier's config files.
-INDEPENDENT_CONFIG = INDEPENDENT_CONFIGS[-1]
 
 
 class _Values:
@@ -258,59 +250,43 @@ def _model_selectable(real: Datalist) -> bool:
 
 
 def independent_label_agreement(
-    enabled: bool,
-    checkpoint: str | PathLike | None,
-    config_files: Sequence[str],
+    load: Callable[[], tuple[torch.nn.Module, dict[str, Any]]] | None,
+    trains: bool,
     real: Datalist,
     sets: Mapping[str, ImageSet],
     classes: Sequence[str],
     real_columns: Sequence[int],
-    out_dir: Path,
-    image_size: int | None,
-    overrides: Mapping[str, Any],
     device: torch.device,
     batch_size: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Label agreement measured with the independent classifier (a MONAI ResNet-18, :data:`INDEPENDENT_CONFIG`
-    layered on the first classifier's ``config_files``); returns ``(metrics block, settings)``.
+    """Label agreement measured with the independent classifier (a MONAI ResNet-18); returns ``(metrics block,
+    settings)``.
 
-    The classifier is ``checkpoint``, or trained here on the real training split exactly as the first one is, with
-    :func:`bundle.classifier.independent_overrides` of its ``overrides`` (the first one's architecture and files left
-    out), into ``<out_dir>/classifier_independent/``. It is never used in any training term, so its agreement does not
-    rest on a network of the same kind as the ones that train G. ``{"skipped": reason}`` for ``enabled=False``, and
-    when no checkpoint is given and the real validation split cannot select one (no class with both label values:
-    training would keep no model; an extra measure, so the run goes on without it).
+    ``load()`` gives the network and its settings entry (checkpoint, whether it was trained here, config files, best
+    validation AUROC); ``trains`` says that it trains one on the real training split first (no checkpoint given).
+    The classifier is never used in any training term, so its agreement does not rest on a network of the same kind
+    as the ones that train G. ``{"skipped": reason}`` for ``load=None`` (turned off), and when it trains and the real
+    validation split cannot select a model (no class with both label values: training would keep no model; an extra
+    measure, so the run goes on without it).
     """
-    if not enabled:
+    if load is None:
         reason = "turned off (independent_classifier=False)"
         return {"skipped": reason}, {"skipped": reason}
-    if checkpoint is None and not _model_selectable(real):
+    if trains and not _model_selectable(real):
         reason = (
             "no independent classifier: none given, and training one here cannot keep a model (its validation macro "
             "AUROC needs a class with both label values in the real validation split)"
         )
         return {"skipped": reason}, {"skipped": reason}
-    files = list(config_files) + ([INDEPENDENT_CONFIG] if INDEPENDENT_CONFIG not in config_files else [])
-    settings = classifier_overrides(files, real, image_size, **independent_overrides(overrides))
-    trained, best = checkpoint is None, None
-    if trained:
-        logger.info("training the independent classifier on the real training split -> %s", out_dir)
-        checkpoint, best = train_classifier(files, out_dir, settings)
-    network = load_classifier(files, checkpoint, device, **settings)
-    check_class_count(network, checkpoint, len(real.class_names))
+    network, info = load()
+    check_class_count(network, info.get("checkpoint"), len(real.class_names))
     probs = {
         name: classify_images(network, sets[name].images, batch_size, device)["probs"][:, list(real_columns)]
         for name in ("generated", "test")
     }
     block = label_agreement(probs["generated"], sets["generated"].labels, probs["test"], sets["test"].labels, classes)
     block["architecture"] = type(network).__name__
-    return block, {
-        "checkpoint": str(checkpoint),
-        "trained": trained,
-        "config_files": files,
-        "architecture": type(network).__name__,
-        "best_validation_macro_auroc": best,
-    }
+    return block, {**info, "architecture": type(network).__name__}
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -472,33 +448,16 @@ def summary_measures(
 
 
 def decoder_alone_reports(
-    checkpoint: str | PathLike,
-    generated: ImageSet,
-    class_names: Sequence[str],
-    real: Datalist,
-    out_dir: Path,
-    config_file: Any = None,
-    overrides: Mapping[str, Any] | None = None,
-    device: torch.device | None = None,
-    batch_size: int = 32,
-    skip_bad: bool = False,
-    seed: int = 0,
+    decode: Callable[[Path, Path], Any], generated: ImageSet, class_names: Sequence[str], out_dir: Path
 ) -> list[str]:
-    """The reports of a report decoder F trained by teacher forcing alone, read from the evaluated generated images
-    (:func:`.decode.decode_images` on a datalist of those items, ``<out_dir>/generated_items.json``; reports in
-    ``<out_dir>/hypotheses.jsonl``), one per item in ``generated``'s order. ``config_file`` / ``overrides``: the
-    training configs and values F was trained with (options of :func:`.decode.evaluate_decoder` in ``overrides``,
-    such as ``batch_size``, apply too); the configs point at the ``real`` dataset (its tokenizer and class names, as
-    for F's reports on the real test images) unless ``overrides`` say otherwise. ``class_names``: the columns of the
-    generated items' labels."""
-    from .decode import decode_images
-
+    """The reports of a report decoder F trained by teacher forcing alone, read from the evaluated generated images,
+    one per item in ``generated``'s order. ``decode(datalist, out_dir)`` decodes the images of a datalist of those
+    items (``<out_dir>/generated_items.json``) into ``<out_dir>/hypotheses.jsonl`` and returns them by id
+    (:func:`.decode.decode_images` with that F's parser). ``class_names``: the columns of the generated items'
+    labels."""
     items = [{"id": str(n), "image": item["image"], "labels": item["labels"]} for n, item in enumerate(generated.items)]
     datalist = write_json({"class_names": list(class_names), "training": items}, out_dir / "generated_items.json")
-    options: dict[str, Any] = {"batch_size": batch_size, "skip_bad": skip_bad, "seed": seed}
-    options.update(dataset_dir=str(real.root), datalist_path=str(real.path))
-    options.update({k: v for k, v in (overrides or {}).items() if k not in ("split", "max_items", "meteor", "device")})
-    decoded = decode_images(datalist, checkpoint, config_file, out_dir, device=device, **options)
+    decoded = decode(datalist, out_dir)
     missing = [item["id"] for item in items if item["id"] not in decoded.hypotheses]
     if missing:
         raise DataError(datalist, f"the baseline decoder gave no report for {len(missing)} generated items")
