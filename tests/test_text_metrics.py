@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle.data.embedded import complete_spec, compose_report, spec_labels
 from bundle.data.errors import DataError
 from bundle.data.labels import DEFAULT_CLASSES, to_multi_hot
-from bundle.data.phantom import complete_spec
-from bundle.data.report_grammar import compose_report, spec_labels
 from bundle.evaluation import text_metrics
 from bundle.evaluation.clinical import clinical_efficacy, label_f1, label_reports, verbatim_copy_rate
 from bundle.evaluation.text_metrics import (

@@ -59,9 +59,7 @@ def grammar_reports(count: int, seed: int = 0) -> list[str]:
     """``count`` reports (FINDINGS + IMPRESSION) of the report grammar for label sets of its co-occurrence model."""
     import numpy as np
 
-    from bundle.data.embedded import sample_grammar_spec
-    from bundle.data.phantom import complete_spec
-    from bundle.data.report_grammar import compose_report
+    from bundle.data.embedded import complete_spec, compose_report, sample_grammar_spec
 
     rng = np.random.default_rng(seed)
     reports = []
