@@ -153,14 +153,14 @@ def config_folder_mentions(path: Path) -> list[int]:
         for node in ast.walk(tree)
         if isinstance(node, documented) and node.body and isinstance(node.body[0], ast.Expr)
     }
-    return [
+    return sorted(
         node.lineno
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and id(node) not in docstrings
         and (node.value.strip("/") == "configs" or node.value.startswith("configs/"))
-    ]
+    )
 
 
 def test_only_the_workflows_module_names_the_configs_folder(tmp_path: Path) -> None:
