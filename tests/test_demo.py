@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,7 @@ from bundle.workflows import run_demo as demo
 from tests.tiny import TINY
 
 
+@pytest.mark.slow
 def test_demo_prepares_trains_generates_then_reuses(tmp_path, capsys):
     dataset_dir, output_dir = tmp_path / "embedded", tmp_path / "output"
     tiny = {k: v for k, v in TINY.items() if k not in ("num_threads",)}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from bundle.inference.checkpoints import latest_checkpoint
@@ -21,6 +22,7 @@ NETWORKS = ("generator", "report_decoder", "image_discriminator", "report_discri
 PER_PROCESS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics stay per process
 
 
+@pytest.mark.slow
 def test_two_process_training_keeps_weights_in_sync(dataset_dir: Path, tmp_path: Path) -> None:
     output_dir = tmp_path / "run"
     # Each rank saves its networks after training (appended to finalize) so the test can compare them.

@@ -39,6 +39,7 @@ def record_iterations(flow: ConfigWorkflow) -> list[int]:
     return iterations
 
 
+@pytest.mark.slow
 def test_train_config_runs_and_resumes(dataset_dir: Path, tmp_path: Path) -> None:
     output_dir = tmp_path / "run"
     first = workflow(dataset_dir, output_dir)
@@ -115,6 +116,7 @@ def test_latest_checkpoint_is_the_last_written(tmp_path: Path) -> None:
     assert checkpoint_iteration(later) == 150 and checkpoint_iteration(files["checkpoint_final.pt"]) == -1
 
 
+@pytest.mark.slow
 def test_embedded_full_config_builds_the_larger_model_and_trains_one_iteration(
     dataset_dir: Path, tmp_path: Path
 ) -> None:
