@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle.classifier import DEFAULT_CONFIGS
 from bundle.data.datalist import read_datalist
 from bundle.data.errors import DataError
 from bundle.data.images import read_cxr
@@ -24,6 +23,7 @@ from bundle.experiments.augmentation import (
     write_combined_dataset,
 )
 from bundle.inference.writer import PairedDatasetWriter
+from bundle.workflows import CLASSIFIER_CONFIGS
 from tests.tiny import REPO_ROOT, TINY_CLASSIFIER_DEF, make_tiny_dataset
 
 TINY_CLASSIFIER = {
@@ -52,7 +52,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     writer.finalize()
     tiny = root / "tiny_classifier.json"
     tiny.write_text(json.dumps(TINY_CLASSIFIER))
-    return {"root": root, "real": real, "generated": root / "generated", "configs": [*DEFAULT_CONFIGS, str(tiny)]}
+    return {"root": root, "real": real, "generated": root / "generated", "configs": [*CLASSIFIER_CONFIGS, str(tiny)]}
 
 
 def test_experiment_trains_every_setting_and_writes_the_tables(work: dict[str, Path]) -> None:

@@ -31,18 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle.classifier import auroc_per_class, load_classifier
+from bundle.classifier import auroc_per_class
 from bundle.data.datalist import Datalist, read_datalist
 from bundle.data.errors import DataError, SkipCounter
-from bundle.evaluation.classify import (
-    classifier_configs,
+from bundle.evaluation.classify import classify_images, load_image_set
+from bundle.evaluation.common import to_jsonable, write_text_atomic
+from bundle.workflows import (
+    CLASSIFIER_CONFIGS,
     classifier_overrides,
     classifier_preprocessing,
-    classify_images,
-    load_image_set,
+    config_files,
+    load_classifier,
+    parse_config,
     train_classifier,
 )
-from bundle.evaluation.common import to_jsonable, write_text_atomic
 
 logger = logging.getLogger("augmentation_experiment")
 
@@ -179,13 +181,16 @@ def write_tables(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def classifier_configs(config_file: Any = None) -> list[str]:
+    """The classifier's config files: ``config_file`` (one file or a list) or the defaults
+    (:data:`bundle.workflows.CLASSIFIER_CONFIGS`); a missing file raises FileNotFoundError naming it."""
+    return config_files(config_file, CLASSIFIER_CONFIGS, "classifier")
+
+
 def unknown_overrides(arguments: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """The names in ``overrides`` that are not ids of the classifier configs (``arguments["classifier_config"]``,
     else the defaults): a bundle config takes an unknown id without complaint, so such a name is a typo."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(classifier_configs(arguments.get("classifier_config")))
+    parser = parse_config(classifier_configs(arguments.get("classifier_config")))
     return [name for name in overrides if name not in parser]
 
 

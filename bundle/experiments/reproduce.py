@@ -11,11 +11,11 @@ One run, with fixed seeds, of the whole pipeline:
    trained but never generates); a run whose ``train_record.json`` matches its overrides is reused, an unfinished
    one resumes;
 3. trains ONE real-data evaluation classifier (``configs/train_classifier.json``, DenseNet) into
-   ``<out_dir>/classifier`` and ONE independent classifier (ResNet-18, :data:`bundle.classifier.INDEPENDENT_CONFIGS`)
-   into ``<out_dir>/classifier_independent``, and passes both to every evaluation, so the settings are compared by
-   the same networks;
+   ``<out_dir>/classifier`` and ONE independent classifier (ResNet-18,
+   :data:`bundle.workflows.INDEPENDENT_CONFIGS`) into ``<out_dir>/classifier_independent``, and passes both to every
+   evaluation, so the settings are compared by the same networks;
 4. generates ``num_samples`` paired samples per run (``configs/inference.json``, labels drawn from the training
-   split) and evaluates them against the real dataset (:func:`bundle.evaluation.suite.evaluate`), with the
+   split) and evaluates them against the real dataset (:func:`bundle.workflows.evaluate`), with the
    ``decoder_alone`` F of the same seed (else of the smallest seed trained, shared) as the decoder baseline;
 5. writes ``results`` (Markdown) and ``results`` with ``.json`` (the same numbers, for scripts). The page states
    what the preset enables and how the reports were written, the seeds and the dataset seed; its tables put the
@@ -192,9 +192,9 @@ def reproduce(
         print(f"trained {len(runs)} run(s) into {out}; run again without --train_only to evaluate and write results")
         return []
 
+    from bundle.data.preview import preview_sheet
     from bundle.inference.checkpoints import latest_checkpoint
-    from bundle.evaluation.suite import evaluate
-    from scripts.demo import preview_sheet
+    from bundle.workflows import evaluate
 
     image_size = int(overrides.get("image_size", config_value(TRAIN_CONFIGS, "image_size")))
     classifiers: dict[str, dict[str, Any]] = {}

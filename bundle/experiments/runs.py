@@ -106,13 +106,12 @@ def train_shared_classifier(
 ) -> tuple[Path, dict[str, Any]]:
     """ONE real-data classifier for every evaluation (reused when its ``model.pt`` and record exist).
 
-    ``independent`` trains the independent ResNet-18 (:data:`bundle.classifier.INDEPENDENT_CONFIGS`, the first
+    ``independent`` trains the independent ResNet-18 (:data:`bundle.workflows.INDEPENDENT_CONFIGS`, the first
     classifier's overrides less its architecture and files) into ``<out_dir>/classifier_independent``; else the
     DenseNet of :data:`CLASSIFIER_CONFIGS` into ``<out_dir>/classifier``. Data loading stays in this process
     (``num_workers`` 0) unless ``overrides`` say otherwise, so ``threads`` bounds the CPU the step takes."""
-    from bundle.classifier import INDEPENDENT_CONFIGS, independent_overrides
     from bundle.data.datalist import read_datalist
-    from bundle.evaluation.classify import classifier_overrides, train_classifier
+    from bundle.workflows import INDEPENDENT_CONFIGS, classifier_overrides, independent_overrides, train_classifier
 
     configs = list(INDEPENDENT_CONFIGS) if independent else CLASSIFIER_CONFIGS
     values = {"max_epochs": epochs, "num_threads": threads, "num_workers": 0, **overrides}
@@ -133,7 +132,7 @@ def train_shared_classifier(
 
 def generate(run_dir: Path, dataset_dir: Path, num_samples: int, seed: int, overrides: Mapping[str, Any]) -> Path:
     """``num_samples`` paired samples of the run's EMA generator and report decoder, labels drawn from training."""
-    from scripts.demo import run_workflow
+    from bundle.workflows import run_workflow
 
     generated = run_dir / "generated"
     settings = {k: v for k, v in overrides.items() if not k.startswith("train#")}

@@ -9,16 +9,16 @@ flag stops the command instead of being ignored by the configs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
+from bundle import workflows
 from bundle.evaluation import summary as evaluation_summary
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
-TRAIN_CONFIGS = [str(CONFIG_DIR / "train.json"), str(CONFIG_DIR / "demo.json")]
-INFER_CONFIGS = [str(CONFIG_DIR / "inference.json"), str(CONFIG_DIR / "demo.json")]
-CLASSIFIER_CONFIGS = [str(CONFIG_DIR / "train.json"), str(CONFIG_DIR / "train_classifier.json")]
+CONFIG_DIR = workflows.CONFIG_DIR
+#: The preset every setting trains and generates with: the demo's CPU-sized training and generation configs.
+TRAIN_CONFIGS = list(workflows.DEMO_TRAIN_CONFIGS)
+INFER_CONFIGS = list(workflows.DEMO_INFER_CONFIGS)
+CLASSIFIER_CONFIGS = list(workflows.CLASSIFIER_CONFIGS)
 
 #: The setting that trains F alone: every adversarial and rotation term off and G's consistency term off, so G gets
 #: no gradient and F learns by teacher forcing (with its label head) for exactly the F steps of a full run: the same
@@ -127,12 +127,9 @@ SHEET_TILE = 128
 def preset_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """What the preset enables: the training configs' values of :data:`PRESET_KEYS` and the inference configs'
     ``report_source``, each after the command's ``overrides`` (settings' own overrides are not applied)."""
-    from monai.bundle import ConfigParser
-
     values: dict[str, Any] = {}
     for files, keys in ((TRAIN_CONFIGS, tuple(PRESET_KEYS)), (INFER_CONFIGS, ("report_source",))):
-        parser = ConfigParser()
-        parser.read_config(list(files))
+        parser = workflows.parse_config(files)
         for key in keys:
             values[key] = overrides[key] if key in overrides else parser.get(key)
     return values
@@ -140,22 +137,12 @@ def preset_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_value(config_files: Sequence[str], key: str) -> Any:
     """The raw value of ``key`` in the merged ``config_files``."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    return parser[key]
+    return workflows.parse_config(config_files)[key]
 
 
 def unknown_overrides(overrides: Mapping[str, Any]) -> list[str]:
     """The names in ``overrides`` that are ids of neither the training configs (:data:`TRAIN_CONFIGS`, nested ids
     such as ``train#trainer#max_epochs`` included) nor the inference configs (:data:`INFER_CONFIGS`): a bundle config
     takes an unknown id without complaint, so such a name is a typo that would change nothing."""
-    from monai.bundle import ConfigParser
-
-    parsers = []
-    for files in (TRAIN_CONFIGS, INFER_CONFIGS):
-        parser = ConfigParser()
-        parser.read_config(list(files))
-        parsers.append(parser)
+    parsers = [workflows.parse_config(files) for files in (TRAIN_CONFIGS, INFER_CONFIGS)]
     return [name for name in overrides if not any(name in parser for parser in parsers)]
