@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.benchmark_report_decoder import VARIANTS, _parser, benchmark
+from bundle.benchmarks.report_decoder import VARIANTS, benchmark, variant_parser
 from tests.tiny import TINY
 
 SMALL = {k: TINY[k] for k in ("image_size", "encoder_features", "word_embed_dim", "text_hidden", "max_sentences")}
@@ -41,7 +41,7 @@ def test_benchmark_names_unknown_variants(dataset_dir: Path) -> None:
 
 def test_benchmark_scores_a_training_checkpoints_decoder(dataset_dir: Path, tmp_path: Path) -> None:
     """``checkpoint``: no training; the saved F is loaded (a checkpoint of another shape fails to load) and scored."""
-    decoder = _parser(str(dataset_dir), SMALL).get_parsed_content("report_decoder_def")
+    decoder = variant_parser(str(dataset_dir), SMALL).get_parsed_content("report_decoder_def")
     path = tmp_path / "checkpoint_final.pt"
     torch.save({"report_decoder": decoder.state_dict(), "trainer": {"iteration": 5}}, path)
     rows = benchmark(dataset_dir=str(dataset_dir), checkpoint=str(path), num_eval=6, **SMALL)["checkpoint"]

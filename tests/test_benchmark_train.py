@@ -1,25 +1,24 @@
-"""The training benchmark (scripts/benchmark_train.py) on the tiny preset: engine and bare loop both train and are
+"""The training benchmark (bundle.benchmarks, scripts/benchmark_train.py) on the tiny preset: engine and bare loop both train and are
 timed, parameter counts match the built networks, the Markdown is written; its helpers (synthetic batch layout,
 optimiser-state priming, the bare loop's step counts, the memory line fit) do what they say."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bundle.benchmarks.memory import fit_memory_line, prime_optimizer_states
+from bundle.benchmarks.presets import NETWORKS, PRESETS
+from bundle.benchmarks.sweep import memory_sweep
+from bundle.benchmarks.timing import bare_iteration
+from bundle.benchmarks.train import run_benchmark
+from bundle.benchmarks.training import build_training, synthetic_batch
 from bundle.data.tokenizer import END, PAD
-from scripts.benchmark_train import (
-    NETWORKS,
-    bare_iteration,
-    build_training,
-    fit_memory_line,
-    prime_optimizer_states,
-    run_benchmark,
-    synthetic_batch,
-)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -125,3 +124,30 @@ def test_fit_memory_line_recovers_fixed_and_per_item_terms() -> None:
     assert fixed == pytest.approx(300.0) and per_item == pytest.approx(25.0)
     with pytest.raises(ValueError):
         fit_memory_line([4, 4], [1.0, 2.0])
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_train.py"), *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_shows_help_and_refuses_unknown_flags_before_any_work() -> None:
+    shown = run_cli("--help", "--iterations", "1")
+    assert shown.returncode == 0 and "--memory_batch_sizes" in shown.stdout
+    refused = run_cli("--iterationz", "1", "--memory_sweep_preset", "None")
+    assert refused.returncode != 0 and "--iterationz" in refused.stderr
+    for run in (shown, refused):  # neither started the benchmark
+        assert "iterations of the engine" not in run.stdout and "# Training benchmark" not in run.stdout
+
+
+@pytest.mark.slow
+def test_memory_sweep_measures_each_batch_in_a_fresh_process() -> None:
+    """The sweep's points run in spawned processes (``bundle.benchmarks.sweep.sweep_point``) and fit a line."""
+    sweep = memory_sweep("tiny", batch_sizes=(1, 2), num_threads=1, target_batch=8, gpus=2)
+    assert [p["batch_size"] for p in sweep["points"]] == [1, 2]
+    assert all(p["peak_memory_bytes"] > 0 and p["n_critic"] == 1 for p in sweep["points"])
+    assert sweep["vocab_size"] == PRESETS["tiny"]["vocab_size"] and sweep["per_gpu_batch"] == 4
+    assert sweep["target_bytes"] == pytest.approx(sweep["fixed_bytes"] + 8 * sweep["per_item_bytes"])

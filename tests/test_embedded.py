@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 from collections import defaultdict
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle.benchmarks.embedded import run_benchmark
 from bundle.data.embedded import (
     GROUND_TRUTH_CSV,
     PHANTOM_FINDINGS,
@@ -36,8 +36,6 @@ from bundle.data.labeler import label_report
 from bundle.data.labels import CHEXPERT_CLASSES, DEFAULT_CLASSES
 from bundle.data.reports import normalise_report_text, xrv_iu_reports_path
 from bundle.data.sources import read_mimic_cxr_jpg
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _digest(folder: Path) -> str:
@@ -358,16 +356,9 @@ def test_iu_reports_belong_to_one_split(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ learnability
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("benchmark_embedded", REPO_ROOT / "scripts" / "benchmark_embedded.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_learnability_small_cnn():
     """A small CNN trained on 48 px images reads the drawn findings clearly above chance (about 20 s)."""
-    result = _benchmark_module().run_benchmark(
+    result = run_benchmark(
         num_items=300,
         image_size=48,
         epochs=20,

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bundle.benchmarks.presets import TINY_SIZES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 TRAIN_CONFIGS = [str(CONFIG_DIR / "train.json"), str(CONFIG_DIR / "demo.json")]
-# Tiny on top of the demo: 32 px, few channels, small text layers, batches of 4, 2 iterations per epoch.
+# Tiny on top of the demo: the benchmark's tiny network sizes (32 px, few channels, small text layers, batches of 4),
+# 2 iterations per epoch.
 TINY = {
-    "image_size": 32,
-    "base_channels": 8,
-    "attention_resolution": 16,
-    "joint_base_channels": 4,
-    "label_embed_dim": 16,
-    "latent_dim": 40,
-    "encoder_features": 32,
-    "word_embed_dim": 16,
-    "text_hidden": 24,
-    "text_mlp_hidden": 16,
-    "max_sentences": 4,
-    "max_words": 12,
-    "batch_size": 4,
+    **TINY_SIZES,
     "num_workers": 0,
     "max_epochs": 1,
     "epoch_length": 2,
