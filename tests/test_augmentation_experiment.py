@@ -55,6 +55,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "real": real, "generated": root / "generated", "configs": [*CLASSIFIER_CONFIGS, str(tiny)]}
 
 
+@pytest.mark.slow
 def test_experiment_trains_every_setting_and_writes_the_tables(work: dict[str, Path]) -> None:
     out = work["root"] / "experiment"
     augmentation_experiment(
@@ -130,6 +131,7 @@ def test_label_accuracy_counts_known_labels_only() -> None:
     assert result["mean"] == pytest.approx((1 / 3 + 1) / 2)
 
 
+@pytest.mark.slow
 def test_bad_settings_are_refused(work: dict[str, Path], tmp_path: Path) -> None:
     data = json.loads((work["generated"] / "datalist.json").read_text())
     keep = [n for n, name in enumerate(data["class_names"]) if name != "Edema"]
@@ -155,6 +157,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_command_line_refuses_bad_flags_and_input_before_any_work(work: dict[str, Path], tmp_path: Path) -> None:
     """``--help`` prints the flags; an unknown flag (neither a parameter nor a classifier config id) stops the command
     with exit status 2 before the output folder is made; bad input ends with one line naming the problem."""

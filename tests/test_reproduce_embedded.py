@@ -67,6 +67,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "rows": rows, "results": results, "out": root / "output"}
 
 
+@pytest.mark.slow
 def test_every_setting_is_trained_generated_and_evaluated(reproduced: dict) -> None:
     out, rows = reproduced["out"], reproduced["rows"]
     assert [(r["setting"], r["seed"]) for r in rows] == [(s, 0) for s in RUN_SETTINGS]  # decoder_alone: no row
@@ -92,6 +93,7 @@ def test_every_setting_is_trained_generated_and_evaluated(reproduced: dict) -> N
         assert row["seconds_per_iteration"] > 0  # TINY logs every iteration
 
 
+@pytest.mark.slow
 def test_decoder_alone_trains_f_by_teacher_forcing_only(reproduced: dict) -> None:
     """No adversarial, rotation or consistency term; G never gets a gradient (Adam keeps no state for it); no
     generation or evaluation of its own."""
@@ -131,6 +133,7 @@ def test_seconds_per_iteration_reads_the_event_times(tmp_path: Path) -> None:
     assert seconds_per_iteration(train_scalars(tmp_path / "missing")) is None
 
 
+@pytest.mark.slow
 def test_sm_gan_switches_the_report_and_joint_terms_off(reproduced: dict) -> None:
     tags = {}
     for setting in RUN_SETTINGS:
@@ -143,6 +146,7 @@ def test_sm_gan_switches_the_report_and_joint_terms_off(reproduced: dict) -> Non
     assert SETTINGS["sm_gan"].items() <= record["overrides"].items()
 
 
+@pytest.mark.slow
 def test_results_markdown_has_the_tables_and_existing_figures(reproduced: dict) -> None:
     results: Path = reproduced["results"]
     text = results.read_text()
@@ -182,6 +186,7 @@ def test_results_markdown_has_the_tables_and_existing_figures(reproduced: dict) 
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
 
 
+@pytest.mark.slow
 def test_results_json_holds_the_runs_their_spread_baselines_and_targets(reproduced: dict) -> None:
     document = json.loads(reproduced["results"].with_suffix(".json").read_text())
     assert {"command", "date", "machine", "preset", "settings", "baselines", "targets"} <= set(document)
@@ -201,6 +206,7 @@ def test_results_json_holds_the_runs_their_spread_baselines_and_targets(reproduc
     ]
 
 
+@pytest.mark.slow
 def test_results_score_each_runs_report_decoder(reproduced: dict) -> None:
     text = reproduced["results"].read_text()
     assert text.count("report decoder F on the real test images") == len(RUN_SETTINGS)
@@ -209,6 +215,7 @@ def test_results_score_each_runs_report_decoder(reproduced: dict) -> None:
         assert {"BLEU-4", "CIDEr", "ROUGE-L"} <= set(decoder["reports"]["decoder"])
 
 
+@pytest.mark.slow
 def test_train_only_trains_without_evaluating(reproduced: dict) -> None:
     root: Path = reproduced["root"]
     results = root / "train_only.md"
