@@ -20,9 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bundle.cli import run_fire  # noqa: E402
 from bundle.data.errors import DataError  # noqa: E402
 from bundle.experiments.augmentation import augmentation_experiment, unknown_overrides  # noqa: E402
-from bundle.experiments.cli import run_fire  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

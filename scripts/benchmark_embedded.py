@@ -18,7 +18,7 @@ if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bundle.benchmarks.embedded import run_benchmark  # noqa: E402
-from bundle.experiments.cli import run_fire  # noqa: E402
+from bundle.cli import run_fire  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bundle.experiments.cli import run_fire  # noqa: E402
+from bundle.cli import run_fire  # noqa: E402
 from bundle.experiments.reproduce import reproduce  # noqa: E402
 from bundle.experiments.settings import unknown_overrides  # noqa: E402
 

@@ -576,7 +576,7 @@ def test_an_unknown_flag_stops_the_command_before_any_work(tmp_path: Path) -> No
 
 
 def test_run_fire_parses_and_checks_before_calling() -> None:
-    from bundle.experiments.cli import run_fire
+    from bundle.cli import run_fire
 
     calls = []
 
