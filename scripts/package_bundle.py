@@ -3,136 +3,39 @@
     python scripts/package_bundle.py                                   # the demo run in output/demo
     python scripts/package_bundle.py --ckpt output/models/checkpoint_final.pt \\
         --train_configs "['configs/train.json']" --dataset_dir data/mimic --out dist/emixer_cxr.zip
+    python scripts/package_bundle.py --help                            # every flag
 
-The zip holds one folder named after the bundle with ``configs/`` (inference.json set to the trained model's
-sizes, metadata.json, logging.conf and the training configs), ``models/`` (``model.pt``: the EMA generator and
-the report decoder; ``tokenizer.json``; ``training_labels.json``: the class names and the training label rows
-that the default conditioning draws from), the bundle's code (``bundle/``), ``scripts/``, ``docs/``,
-``LICENSE``, ``README.md`` and ``large_files.yml``. Inference runs from the unpacked folder with
-``python -m monai.bundle run --config_file configs/inference.json`` and needs no dataset. An existing zip is
-not overwritten unless ``--overwrite``.
+What the zip holds is described in :mod:`bundle.packaging`; inference runs from the unpacked folder with
+``python -m monai.bundle run --config_file configs/inference.json`` and needs no dataset. An existing zip is not
+overwritten unless ``--overwrite``. Other flags are the training run's config overrides (e.g. ``--image_size 32``);
+a flag that is neither a parameter nor an id of the training configs stops the command before any work.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bundle.inference.checkpoints import latest_checkpoint  # noqa: E402
+from bundle.cli import run_fire  # noqa: E402
 from bundle.data.errors import DataError  # noqa: E402
-
-CODE_DIRS = ("bundle", "scripts", "docs")
-TOP_FILES = ("LICENSE", "README.md", "large_files.yml")
-CONFIG_FILES = ("metadata.json", "logging.conf", "train.json", "demo.json", "multi_gpu_train.json")
-#: Inference networks, whose referenced sizes are copied from the training configs into the packaged inference.json.
-NETWORK_IDS = ("network_def", "report_decoder_def")
-SKIPPED_SIZES = ("num_classes", "vocab_size", "report_label_classes")  # read from models/ at inference time
-SWITCHES = ("report_label_head",)  # architecture switches the skipped sizes depend on
+from bundle.packaging import package_bundle, unknown_overrides  # noqa: E402
 
 
-def network_sizes(inference: dict[str, Any], train_configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The values, in the training configs, of the ids that inference.json's network definitions refer to."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(train_configs)
-    parser.update(overrides)
-    sizes = {}
-    for network in NETWORK_IDS:
-        for value in inference[network].values():
-            if isinstance(value, str) and value.startswith("@") and value[1:] not in SKIPPED_SIZES:
-                sizes[value[1:]] = parser.get_parsed_content(value[1:])
-    sizes.update({key: parser.get_parsed_content(key) for key in SWITCHES if key in inference})
-    return sizes
-
-
-def inference_weights(ckpt: str) -> dict[str, Any]:
-    """``{"generator": EMA weights (else raw), "report_decoder": ...}`` from a training checkpoint."""
-    import torch
-
-    from bundle.inference.checkpoints import checkpoint_state
-
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise DataError(ckpt, f"not a training checkpoint of this bundle: a {type(checkpoint).__name__}")
-    return {
-        "generator": checkpoint_state(checkpoint, ("ema_generator", "generator"), ckpt),
-        "report_decoder": checkpoint_state(checkpoint, ("report_decoder",), ckpt),
-    }
-
-
-def package_bundle(
-    ckpt: str | None = None,
-    train_configs: list[str] | None = None,
-    dataset_dir: str = "data/embedded",
-    out: str | None = None,
-    name: str = "emixer_cxr",
-    overwrite: bool = False,
-    **overrides: Any,
-) -> Path:
-    """Write the Model Zoo zip and return its path. ``overrides`` are the training run's command-line overrides
-    (e.g. ``--image_size 32``) so the packaged inference config matches the trained networks."""
-    import torch
-
-    train_configs = train_configs or [
-        str(REPO_ROOT / "configs" / "train.json"),
-        str(REPO_ROOT / "configs" / "demo.json"),
-    ]
-    ckpt = ckpt or latest_checkpoint(REPO_ROOT / "output" / "demo" / "models")
-    if not ckpt or not Path(ckpt).is_file():
-        raise DataError(ckpt or "output/demo/models", "missing checkpoint: train first (python scripts/demo.py)")
-    dataset = Path(dataset_dir)
-    for needed in ("datalist.json", "tokenizer.json"):
-        if not (dataset / needed).is_file():
-            raise DataError(
-                dataset / needed,
-                "missing: the dataset the model was trained on is needed for its tokenizer and label distribution",
-            )
-    metadata = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
-    out_path = Path(out or REPO_ROOT / "dist" / f"{name}_v{metadata['version']}.zip")
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
-
-    inference = json.loads((REPO_ROOT / "configs" / "inference.json").read_text())
-    inference.update(network_sizes(inference, train_configs, overrides))
-    datalist = json.loads((dataset / "datalist.json").read_text())
-    labels = {
-        "class_names": datalist["class_names"],
-        "training": [{"labels": i["labels"]} for i in datalist["training"]],
-    }
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "model.pt"
-        torch.save(inference_weights(ckpt), weights)
-        partial = out_path.with_suffix(".zip.partial")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for folder in CODE_DIRS:
-                for path in sorted((REPO_ROOT / folder).rglob("*")):
-                    if path.is_file() and "__pycache__" not in path.parts:
-                        archive.write(path, f"{name}/{path.relative_to(REPO_ROOT)}")
-            for file in TOP_FILES:
-                archive.write(REPO_ROOT / file, f"{name}/{file}")
-            for file in CONFIG_FILES:
-                archive.write(REPO_ROOT / "configs" / file, f"{name}/configs/{file}")
-            archive.writestr(f"{name}/configs/inference.json", json.dumps(inference, indent=4) + "\n")
-            archive.write(weights, f"{name}/models/model.pt")
-            archive.write(dataset / "tokenizer.json", f"{name}/models/tokenizer.json")
-            archive.writestr(f"{name}/models/training_labels.json", json.dumps(labels) + "\n")
-        partial.replace(out_path)
-    print(f"bundle {name} v{metadata['version']} from {ckpt}: {out_path}")
-    return out_path
+def main(argv: list[str] | None = None) -> int:
+    """Command line: flags checked before any work, then :func:`bundle.packaging.package_bundle`; a missing input or
+    an existing zip ends with a one-line error and exit status 2."""
+    return run_fire(
+        package_bundle,
+        argv,
+        name="package_bundle",
+        check=unknown_overrides,
+        user_errors=(DataError, FileExistsError, FileNotFoundError),
+    )
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(package_bundle, serialize=lambda _: None)
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""scripts/package_bundle.py: the Model Zoo zip of a trained run unpacks into a bundle that runs inference on its
+"""bundle.packaging (scripts/package_bundle.py): the Model Zoo zip of a trained run unpacks into a bundle that runs inference on its
 own (no dataset, no repository on the path) with ``python -m monai.bundle run --config_file configs/inference.json``."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from scripts.package_bundle import network_sizes, package_bundle
+from bundle.packaging import network_sizes, package_bundle
 from tests.tiny import TINY
 
 SIZES = {k: v for k, v in TINY.items() if k not in ("batch_size", "max_epochs", "epoch_length", "num_workers")}
@@ -93,3 +93,18 @@ def test_network_sizes_carry_the_trained_architecture_switches() -> None:
     assert sizes["report_label_head"] is True and sizes["image_size"] == TINY["image_size"]
     assert not {"num_classes", "vocab_size", "report_label_classes"} & set(sizes)  # read from models/ instead
     assert network_sizes(inference, configs, {**SIZES, "report_label_head": False})["report_label_head"] is False
+
+
+def run_script(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).parents[1] / "scripts" / "package_bundle.py"
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_shows_help_and_refuses_unknown_flags_before_any_work(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "--help")
+    assert result.returncode == 0 and "--dataset_dir" in result.stdout and "--overwrite" in result.stdout
+    result = run_script(tmp_path, "--ckpt", "missing.pt", "--image_size", "32", "--imag_size", "32")
+    assert result.returncode == 2 and "--imag_size" in result.stderr and "unknown flag" in result.stderr
+    result = run_script(tmp_path, "--ckpt", "missing.pt", "--dataset_dir", str(tmp_path))
+    assert result.returncode == 2 and "missing.pt" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
