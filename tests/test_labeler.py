@@ -333,3 +333,23 @@ def test_cli_bad_jsonl(tmp_path, content, message):
 def test_cli_missing_input(tmp_path):
     result = _run("--input", str(tmp_path / "absent.jsonl"), "--output", str(tmp_path / "labels.csv"))
     assert result.returncode == 2 and "absent.jsonl: missing input" in result.stderr
+
+
+def test_cli_help_and_unknown_flags_run_nothing(tmp_path):
+    out = tmp_path / "labels.csv"
+    result = _run("--help")
+    assert result.returncode == 0 and "--sections" in result.stdout and "--skip_bad" in result.stdout
+    result = _run("--input", str(tmp_path), "--output", str(out), "--section", "impression")
+    assert result.returncode == 2 and "--section" in result.stderr and not out.exists()
+
+
+def test_label_report_files_returns_the_summary(tmp_path):
+    from bundle.data.label_csv import label_report_files
+
+    source = tmp_path / "reports.jsonl"
+    source.write_text(json.dumps({"id": "a", "report": "IMPRESSION: Small left pleural effusion."}) + "\n")
+    summary = label_report_files(str(source), str(tmp_path / "labels.csv"), sections="impression")
+    assert summary["labelled"] == 1 and summary["sections"] == ["impression"]
+    assert summary["positive"] == {"Pleural Effusion": 1}
+    with pytest.raises(DataError, match="--sections"):
+        label_report_files(str(source), str(tmp_path / "other.csv"), sections=" , ", overwrite=True)
