@@ -16,12 +16,12 @@ report.md, figures, TensorBoard). Without ``--classifier`` it trains the evaluat
 ``decode``: F's greedy reports on the real test split, scored (:func:`bundle.workflows.evaluate_decoder`), or with
 ``--images`` on any images, written only (:func:`bundle.workflows.decode_images`). ``reports``: reports in two JSONL
 files scored against each other (:func:`bundle.evaluation.console.score_reports`). Other flags of ``run`` are
-classifier config values, of ``decode`` F's training config values (e.g. ``--image_size 64``).
+classifier config values, of ``decode`` F's training config values (e.g. ``--image_size 64``). ``--help`` lists the
+commands, ``<command> --help`` its flags; a flag a command does not take stops it before any work.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,8 +33,9 @@ if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bundle import workflows  # noqa: E402
+from bundle.cli import run_fire_commands  # noqa: E402
 from bundle.data.errors import DataError  # noqa: E402
-from bundle.evaluation.console import print_decoded_images, print_decoder, print_summary, score_reports  # noqa: E402
+from bundle.evaluation.console import print_decoded_images, print_decoder_run, print_evaluation, score_reports  # noqa: E402
 from bundle.evaluation.decode import HYPOTHESES  # noqa: E402
 
 
@@ -63,13 +64,10 @@ def decode(
     if images is not None:
         decoded = workflows.decode_images(images, checkpoint, config_file, out, split, **common, **overrides)
         return print_decoded_images(decoded, Path(out) / HYPOTHESES)
-    split = split or "test"
     metrics = workflows.evaluate_decoder(
-        checkpoint, real, out, config_file=config_file, split=split, meteor=meteor, **common, **overrides
+        checkpoint, real, out, config_file=config_file, split=split or "test", meteor=meteor, **common, **overrides
     )
-    print(f"{metrics['settings']['num_reports']} {split} reports decoded -> {Path(out) / HYPOTHESES}")
-    print_decoder(metrics)
-    print(f"metrics -> {Path(out) / 'metrics.json'}")
+    print_decoder_run(metrics, out, Path(out) / HYPOTHESES)
     return metrics
 
 
@@ -96,52 +94,20 @@ def run(
         decoder_overrides=decoder_overrides,
         **options,
     )
-    print(metrics["verdict"])
-    if checkpoint is not None:
-        print("report decoder on the real test images:")
-        print_decoder(metrics["reports"]["decoder"])
-    print_summary(metrics)
-    print(f"report -> {Path(out) / 'report.md'}")
+    print_evaluation(metrics, out, with_decoder=checkpoint is not None)
     return metrics
 
 
-#: The subcommands (fire dispatches on the first argument).
+#: The subcommands (the first argument names one).
 COMMANDS = {"decode": decode, "reports": score_reports, "run": run}
 
 
-def unknown_flags(argv: Sequence[str]) -> list[str]:
-    """The ``--flags`` of a subcommand without ``**options`` that it has no parameter for (fire would run the command
-    first and complain after)."""
-    command = COMMANDS.get(argv[0]) if argv else None
-    if command is None:
-        return []
-    parameters = inspect.signature(command).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return []
-    flags = []
-    for arg in argv[1:]:
-        if arg == "--":
-            break
-        if arg.startswith("--"):
-            flags.append(arg[2:].split("=", 1)[0].replace("-", "_"))
-    return [f"--{flag}" for flag in flags if flag not in parameters and flag.removeprefix("no") not in parameters]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: bad input ends with a one-line error naming the file and the problem."""
-    import fire
-
+    """Command line: flags checked before any work; bad input, missing files and METEOR without Java end with a
+    one-line error naming the problem (exit status 2)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    unknown = unknown_flags(list(argv) if argv is not None else sys.argv[1:])
-    if unknown:
-        print(f"evaluate: error: unknown flag(s) {', '.join(unknown)} (see --help)", file=sys.stderr)
-        return 2
-    try:
-        fire.Fire(COMMANDS, command=list(argv) if argv is not None else None, serialize=lambda _: None)
-    except (DataError, FileNotFoundError, RuntimeError) as err:  # bad input, missing files, METEOR without Java
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    errors = (DataError, FileNotFoundError, RuntimeError)
+    return run_fire_commands(COMMANDS, argv, name="evaluate", user_errors=errors)
 
 
 if __name__ == "__main__":

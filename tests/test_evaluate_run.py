@@ -339,3 +339,50 @@ def test_report_is_rewritten_from_metrics_json(work: dict[str, Path], copy_run: 
     text = write_report(metrics, tmp_path / "report.md").read_text()
     assert "xrv: skipped: weights not on this machine (somewhere)" in text
     assert text == write_report(metrics, tmp_path / "again.md").read_text()
+
+
+def test_command_line_lists_commands_and_checks_flags_before_any_work(tmp_path: Path) -> None:
+    """``scripts/evaluate.py``: ``--help`` lists the commands, ``<command> --help`` its flags, and an unknown command
+    or a flag a command does not take stops it before it writes anything."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    done = cli("--help")
+    assert done.returncode == 0 and all(name in done.stdout for name in ("decode", "reports", "run"))
+    done = cli("reports", "--help")
+    assert done.returncode == 0 and "evaluate reports" in done.stdout and "--clinical" in done.stdout
+    assert cli("score").returncode == 2
+    done = cli("reports", "--references", "r.jsonl", "--hypotheses", "h.jsonl", "--out", "scored", "--bogus", "1")
+    assert done.returncode == 2 and "bogus" in done.stderr
+    done = cli("reports", "--references", "r.jsonl", "--hypotheses", "h.jsonl", "--out", "scored")
+    assert done.returncode == 2 and done.stderr.startswith("evaluate: error: r.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_fire_commands_dispatches_on_the_first_argument(capsys: pytest.CaptureFixture) -> None:
+    from bundle.cli import run_fire_commands
+
+    calls = []
+
+    def first(value: int) -> None:
+        """The first command."""
+        calls.append(("first", value))
+
+    def second(path: str) -> None:
+        """The second command."""
+        raise DataError(path, "missing")
+
+    commands = {"first": first, "second": second}
+    assert run_fire_commands(commands, ["first", "--value", "3"], name="tool") == 0 and calls == [("first", 3)]
+    assert run_fire_commands(commands, ["first", "--value", "3", "--other", "1"], name="tool") == 2
+    assert run_fire_commands(commands, ["first", "--help"], name="tool") == 0
+    assert run_fire_commands(commands, ["third"], name="tool") == 2
+    assert run_fire_commands(commands, [], name="tool") == 2
+    assert run_fire_commands(commands, ["second", "x"], name="tool", user_errors=(DataError,)) == 2
+    assert calls == [("first", 3)]
+    printed = capsys.readouterr()
+    assert "The first command." in printed.err and "tool: error: x: missing" in printed.err

@@ -12,7 +12,16 @@ from .clinical import clinical_efficacy
 from .common import write_json
 from .text_metrics import read_reports_jsonl, report_metrics
 
-__all__ = ["CE_KEYS", "print_decoded_images", "print_decoder", "print_scores", "print_summary", "score_reports"]
+__all__ = [
+    "CE_KEYS",
+    "print_decoded_images",
+    "print_decoder",
+    "print_decoder_run",
+    "print_evaluation",
+    "print_scores",
+    "print_summary",
+    "score_reports",
+]
 
 #: Clinical-efficacy summary keys, in print order.
 CE_KEYS = ("precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro")
@@ -84,3 +93,22 @@ def print_summary(metrics: Mapping[str, Any]) -> None:
     for name, block in metrics["baselines"].items():
         print(f"baseline {name}:")
         print_scores({key: value for key, value in block.items() if value is None or isinstance(value, float)})
+
+
+def print_decoder_run(metrics: Mapping[str, Any], out: str | PathLike, written: str | PathLike) -> None:
+    """Print a report-decoder evaluation written to ``out``: how many reports of which split went to ``written``,
+    the scores (:func:`print_decoder`) and where the metrics are."""
+    print(f"{metrics['settings']['num_reports']} {metrics['settings']['split']} reports decoded -> {written}")
+    print_decoder(metrics)
+    print(f"metrics -> {Path(out) / 'metrics.json'}")
+
+
+def print_evaluation(metrics: Mapping[str, Any], out: str | PathLike, with_decoder: bool = False) -> None:
+    """Print the full evaluation written to ``out``: the verdict, with ``with_decoder`` the report decoder's scores on
+    the real test images, the summary and the baselines (:func:`print_summary`), and where the report is."""
+    print(metrics["verdict"])
+    if with_decoder:
+        print("report decoder on the real test images:")
+        print_decoder(metrics["reports"]["decoder"])
+    print_summary(metrics)
+    print(f"report -> {Path(out) / 'report.md'}")
