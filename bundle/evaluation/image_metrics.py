@@ -5,6 +5,8 @@
   feature extractor is the caller's: these functions take feature arrays.
 * :func:`ms_ssim_diversity` is RoentGen's diversity measure: MS-SSIM between the samples generated for the same
   label set (4 samples -> 6 pairs), averaged; lower means more diverse.
+* :func:`fid_with_reference` and :func:`label_set_diversity` are the evaluation run's blocks built on them: FID
+  beside a real-vs-real reference at a matched set size, and MS-SSIM over the label sets that have enough images.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import numpy as np
 import torch
 from monai.metrics import FIDMetric, MultiScaleSSIMMetric
 
-__all__ = ["MS_SSIM_WEIGHTS", "check_unit_range", "fid", "ms_ssim_diversity", "ms_ssim_weights"]
+__all__ = [
+    "MS_SSIM_WEIGHTS",
+    "check_unit_range",
+    "fid",
+    "fid_with_reference",
+    "label_set_diversity",
+    "ms_ssim_diversity",
+    "ms_ssim_weights",
+]
 
 #: Wang et al.'s five MS-SSIM scale weights (MONAI's default), finest scale first.
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -142,3 +152,68 @@ def ms_ssim_diversity(
         "weights": [float(w) for w in weights],
         "kernel_size": kernel_size,
     }
+
+
+# ------------------------------------------------------------------------------------------------ the run's blocks
+def _take(features: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random ``size``-row subset of ``features`` (all rows when there are no more)."""
+    if len(features) <= size:
+        return features
+    return features[torch.as_tensor(np.sort(rng.choice(len(features), size=size, replace=False)))]
+
+
+def fid_with_reference(features: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, Any]:
+    """FID generated vs test (all generated images), and generated vs test beside validation vs test at one
+    matched set size (FID is biased upwards for small sets, so only equal sizes compare).
+
+    Args:
+        features: ``generated``, ``test`` and ``validation`` features ``[N, D]`` (validation may have 0 rows).
+        rng: draws the matched-size subsets.
+    """
+    gen, test, val = features["generated"], features["test"], features["validation"]
+    out: dict[str, Any] = {
+        "generated_vs_test": max(0.0, fid(test, gen)),  # float64 rounding can leave -1e-13 for equal sets
+        "num_generated": len(gen),
+        "num_test": len(test),
+        "num_validation": len(val),
+        "feature_dim": int(gen.shape[1]),
+    }
+    size = min(len(gen), len(val))
+    if size < 2:
+        out.update(matched_size=size, generated_vs_test_matched=None, validation_vs_test=None, ratio=None)
+        out["note"] = "the real validation split has fewer than 2 images: no real-vs-real reference"
+        return out
+    matched = max(0.0, fid(test, _take(gen, size, rng)))
+    reference = max(0.0, fid(test, _take(val, size, rng)))
+    out.update(
+        matched_size=size,
+        generated_vs_test_matched=matched,
+        validation_vs_test=reference,
+        ratio=matched / reference if reference > 0 else None,
+    )
+    return out
+
+
+def _label_set_name(labels: np.ndarray, class_names: Sequence[str]) -> str:
+    positives = [name for name, v in zip(class_names, labels) if v == 1]
+    unknown = [name for name, v in zip(class_names, labels) if v == -1]
+    text = "+".join(positives) or "no positive label"
+    return text + (f" (unknown: {'+'.join(unknown)})" if unknown else "")
+
+
+def label_set_diversity(
+    images: torch.Tensor, labels: np.ndarray, class_names: Sequence[str], per_set: int
+) -> dict[str, Any]:
+    """:func:`ms_ssim_diversity` over the label sets (rows of ``labels`` ``[N, K]``) with at least ``per_set`` of the
+    ``images`` ``[N, 1, H, W]``, or ``{"skipped": reason}`` when none qualifies or the images are smaller than the
+    MS-SSIM window."""
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(labels):
+        groups.setdefault(_label_set_name(row, class_names), []).append(index)
+    qualifying = {key: images[idx[:per_set]] for key, idx in groups.items() if len(idx) >= per_set}
+    if not qualifying:
+        return {"skipped": f"no conditioning label set has {per_set} or more images ({len(groups)} sets)"}
+    try:
+        return ms_ssim_diversity(qualifying, per_set=per_set)
+    except ValueError as err:  # images smaller than the MS-SSIM window
+        return {"skipped": str(err)}

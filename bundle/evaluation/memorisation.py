@@ -34,7 +34,9 @@ from .image_metrics import check_unit_range
 from .text_metrics import simple_tokenize
 
 __all__ = [
+    "PER_SAMPLE_KEYS",
     "NgramIndex",
+    "audit_summary",
     "closest_pairs_figure",
     "memorisation_audit",
     "nearest_neighbours",
@@ -45,6 +47,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METRICS = ("cosine", "l2")
+#: The audit's per-sample lists: kept in memorisation.json, left out of the run's metrics.json.
+PER_SAMPLE_KEYS = ("generated_to_train", "heldout_to_train", "nearest_train", "overlap")
 
 
 def _as_tensor(x: Any, what: str, ndim: int) -> torch.Tensor:
@@ -400,6 +404,17 @@ def _verdict(verdicts: list[tuple[str, Mapping[str, Any], str]], quantile: float
             f"({quantile:.0%} expected, permutation p={part['p_value']:.3g})"
         )
     return ("MEMORISATION SUSPECTED: " if flag else "no memorisation flag: ") + "; ".join(parts)
+
+
+def audit_summary(audit: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit of :func:`memorisation_audit` without its per-sample lists (:data:`PER_SAMPLE_KEYS`)."""
+    out: dict[str, Any] = {}
+    for key, value in audit.items():
+        if isinstance(value, Mapping):
+            out[key] = {k: v for k, v in value.items() if k not in PER_SAMPLE_KEYS}
+        else:
+            out[key] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------ figure

@@ -1,4 +1,5 @@
-"""The evaluation run's human-readable outputs: the verdict line, the Markdown report and its figures.
+"""The evaluation run's human-readable outputs: the verdict line, the Markdown report and its figures, and its
+TensorBoard scalars.
 
 :func:`bundle.evaluation.suite.evaluate` computes ``metrics.json``; this module only presents it, so a report can
 be rewritten from a saved ``metrics.json`` (:func:`write_report`) without recomputing anything. Figures are PNGs
@@ -25,6 +26,7 @@ __all__ = [
     "samples_figure",
     "verdict_line",
     "write_report",
+    "write_tensorboard",
 ]
 
 
@@ -440,3 +442,31 @@ def write_report(metrics: Mapping[str, Any], path: str | PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------------------------ TensorBoard
+def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of ``metrics`` (settings, lists and missing values left out) as TensorBoard tags."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        tag = f"{prefix}{str(key).replace(' ', '_')}"
+        if key in ("settings", "figures"):
+            continue
+        if isinstance(value, Mapping):
+            out.update(_scalars(value, tag + "/"))
+        elif isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+            out[tag] = float(value)
+    return out
+
+
+def write_tensorboard(metrics: Mapping[str, Any], log_dir: str | PathLike) -> None:
+    """The numeric leaves of ``metrics`` as step-0 scalars and its verdict as text, in ``log_dir``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for tag, value in _scalars(metrics).items():
+            writer.add_scalar(tag, value, 0)
+        writer.add_text("verdict", str(metrics.get("verdict", "")), 0)
+    finally:
+        writer.close()

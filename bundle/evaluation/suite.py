@@ -23,6 +23,12 @@
   non-circular measures (image-report pair consistency, the classifier on real test images, report diversity and
   novelty).
 
+:func:`evaluate` only orders the steps, each a function of this module or of the metric module of its kind:
+:func:`shared_classes`, :func:`decode_real_test`, :func:`load_sets`, :func:`classify`, :func:`image_measures`
+(:func:`.image_metrics.fid_with_reference`, :func:`.image_metrics.label_set_diversity`), the independent classifier
+(:func:`.summary.independent_label_agreement`), :func:`report_measures`, :func:`audit`, :func:`summary_and_baselines`,
+:func:`draw_figures`, :func:`run_settings` and :func:`write_outputs`.
+
 It writes ``metrics.json`` (summary), ``memorisation.json`` (per-sample audit), ``report.md`` with ``figures/``,
 and TensorBoard scalars under ``tensorboard/``. A metric that cannot be computed is an entry
 ``{"skipped": reason}``, never a number.
@@ -34,8 +40,7 @@ Memory: every evaluated image is kept as one grey float32 channel (64 KiB at 128
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -51,9 +56,16 @@ from bundle.data.errors import DataError, SkipCounter
 from .classify import ImageSet, classify_images, load_image_set
 from .clinical import label_f1, verbatim_copy_rate
 from .common import subsample, to_jsonable, write_json
-from .image_metrics import fid, ms_ssim_diversity
-from .memorisation import closest_pairs_figure, memorisation_audit
-from .report import distance_histogram_figure, label_agreement_figure, samples_figure, verdict_line, write_report
+from .image_metrics import fid_with_reference, label_set_diversity
+from .memorisation import audit_summary, closest_pairs_figure, memorisation_audit
+from .report import (
+    distance_histogram_figure,
+    label_agreement_figure,
+    samples_figure,
+    verdict_line,
+    write_report,
+    write_tensorboard,
+)
 from .summary import (
     ReportTexts,
     baseline_measures,
@@ -107,79 +119,158 @@ def check_xrv(xrv: Any) -> None:
         raise ValueError(f"xrv must be 'auto', True or False, got {xrv!r}")
 
 
-# per-sample lists of the audit: kept in memorisation.json, left out of metrics.json
-_PER_SAMPLE_KEYS = ("generated_to_train", "heldout_to_train", "nearest_train", "overlap")
+# ------------------------------------------------------------------------------------------------ inputs
+@dataclass
+class SharedClasses:
+    """The classes both datalists label, in the real datalist's order, and their label columns in each."""
+
+    names: list[str]
+    real_columns: list[int]
+    generated_columns: list[int]
 
 
-# ------------------------------------------------------------------------------------------------ metrics
-def _take(features: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A random ``size``-row subset of ``features`` (all rows when there are no more)."""
-    if len(features) <= size:
-        return features
-    return features[torch.as_tensor(np.sort(rng.choice(len(features), size=size, replace=False)))]
+@dataclass
+class Classified:
+    """The evaluation classifier on every image set: pooled ``features`` and ``probs`` (columns of
+    :class:`SharedClasses`) by set name (``validation`` with 0 rows when that split is empty), and its settings
+    entry ``info``."""
+
+    features: dict[str, torch.Tensor]
+    probs: dict[str, torch.Tensor]
+    info: dict[str, Any]
 
 
-def _fid_block(features: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, Any]:
-    """FID generated vs test (all generated images), and generated vs test beside validation vs test at one
-    matched set size (FID is biased upwards for small sets, so only equal sizes compare)."""
-    gen, test, val = features["generated"], features["test"], features["validation"]
-    out: dict[str, Any] = {
-        "generated_vs_test": max(0.0, fid(test, gen)),  # float64 rounding can leave -1e-13 for equal sets
-        "num_generated": len(gen),
-        "num_test": len(test),
-        "num_validation": len(val),
-        "feature_dim": int(gen.shape[1]),
-    }
-    size = min(len(gen), len(val))
-    if size < 2:
-        out.update(matched_size=size, generated_vs_test_matched=None, validation_vs_test=None, ratio=None)
-        out["note"] = "the real validation split has fewer than 2 images: no real-vs-real reference"
-        return out
-    matched = max(0.0, fid(test, _take(gen, size, rng)))
-    reference = max(0.0, fid(test, _take(val, size, rng)))
-    out.update(
-        matched_size=size,
-        generated_vs_test_matched=matched,
-        validation_vs_test=reference,
-        ratio=matched / reference if reference > 0 else None,
+def shared_classes(real: Datalist, generated: Datalist) -> SharedClasses:
+    """The classes the two datalists share; :class:`DataError` naming the generated datalist when there is none."""
+    names = [name for name in real.class_names if name in generated.class_names]
+    if not names:
+        raise DataError(generated.path, f"no class in common with the real datalist ({real.class_names})")
+    return SharedClasses(
+        names=names,
+        real_columns=[real.class_names.index(name) for name in names],
+        generated_columns=[generated.class_names.index(name) for name in names],
     )
+
+
+def load_sets(
+    real: Datalist,
+    generated: Datalist,
+    classes: SharedClasses,
+    transform: Callable[[dict], dict],
+    skip: SkipCounter,
+    max_items: int | None,
+    rng: np.random.Generator,
+) -> dict[str, ImageSet]:
+    """The real splits and the generated items through the classifier's preprocessing, each at most ``max_items``
+    (a random subset): ``training``, ``validation`` (left out when empty), ``test``, ``generated``.
+
+    Raises :class:`DataError` for an empty training or test split and for fewer than 2 test or generated images.
+    """
+    sets: dict[str, ImageSet] = {}
+    for split in SPLITS:
+        items = subsample(real.splits[split], max_items, rng)
+        if not items and split != "validation":
+            raise DataError(real.path, f'the "{split}" split is empty')
+        if items:
+            sets[split] = load_image_set(split, items, transform, skip, classes.real_columns)
+        logger.info("loaded %d %s images", len(sets[split]) if items else 0, split)
+    items = subsample(generated.items(), max_items, rng)
+    sets["generated"] = load_image_set("generated", items, transform, skip, classes.generated_columns)
+    for name in ("test", "generated"):
+        if len(sets[name]) < 2:
+            raise DataError(real.path if name == "test" else generated.path, f"{name} needs at least 2 images")
+    return sets
+
+
+def classify(
+    load: Callable[[], Classifier],
+    sets: Mapping[str, ImageSet],
+    num_classes: int,
+    classes: SharedClasses,
+    device: torch.device,
+    batch_size: int,
+) -> Classified:
+    """Load (or train) the evaluation classifier, check it predicts the real datalist's ``num_classes``, and read
+    every image set with it."""
+    network, info = load()
+    check_class_count(network, info.get("checkpoint"), num_classes)
+    logger.info("classifier features of %s", ", ".join(f"{len(s)} {n}" for n, s in sets.items()))
+    empty = {"features": torch.zeros(0, 1), "probs": torch.zeros(0, num_classes)}
+    outputs = {name: classify_images(network, s.images, batch_size, device) for name, s in sets.items()}
+    outputs.setdefault("validation", empty)
+    return Classified(
+        features={name: o["features"] for name, o in outputs.items()},
+        probs={name: o["probs"][:, classes.real_columns] for name, o in outputs.items()},
+        info=info,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ measures
+def xrv_fid(
+    sets: Mapping[str, ImageSet], xrv: bool | str, rng: np.random.Generator, device: torch.device, batch_size: int
+) -> dict[str, Any]:
+    """:func:`.image_metrics.fid_with_reference` on torchxrayvision's features, or ``{"skipped": reason}`` when
+    ``xrv`` is False, or ``"auto"`` and its weights are not on this machine."""
+    if not (xrv is True or (xrv == "auto" and xrv_available())):
+        reason = "turned off (xrv=False)" if xrv is False else f"weights not on this machine ({xrv_weights_path()})"
+        return {"skipped": reason}
+    network = XRVFeatures().to(device)
+    features = {n: classify_images(network, s.images, batch_size, device)["features"] for n, s in sets.items()}
+    features.setdefault("validation", torch.zeros(0, network.feature_dim))
+    return fid_with_reference(features, rng)
+
+
+def image_measures(
+    sets: Mapping[str, ImageSet],
+    classified: Classified,
+    classes: SharedClasses,
+    xrv: bool | str,
+    ms_ssim_per_set: int,
+    rng: np.random.Generator,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The ``fid`` (classifier features, then torchxrayvision's), ``diversity`` (MS-SSIM within label sets,
+    generated and real test) and ``label_agreement`` (classifier AUROC against the labels) blocks of metrics.json."""
+    generated, test = sets["generated"], sets["test"]
+    fid_blocks = {"classifier": fid_with_reference(classified.features, rng)}
+    fid_blocks["xrv"] = xrv_fid(sets, xrv, rng, device, batch_size)
+    probs = classified.probs
+    return {
+        "fid": fid_blocks,
+        "diversity": {
+            "generated": label_set_diversity(generated.images, generated.labels, classes.names, ms_ssim_per_set),
+            "real_test": label_set_diversity(test.images, test.labels, classes.names, ms_ssim_per_set),
+        },
+        "label_agreement": label_agreement(
+            probs["generated"], generated.labels, probs["test"], test.labels, classes.names
+        ),
+    }
+
+
+def report_measures(
+    sets: Mapping[str, ImageSet], classes: SharedClasses, meteor: Any, decoder: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The ``reports`` block: label F1 of the generated reports against their conditioning labels, verbatim copies
+    of training reports, text metrics when references exist (``{"skipped": reason}`` when the generated or real items
+    carry no report text), and F's block on the real test images (``decoder``) when given."""
+    generated, test, train = sets["generated"], sets["test"], sets["training"]
+    if generated.reports is None:
+        out: dict[str, Any] = {"skipped": "the generated items carry no report text"}
+    elif train.reports is None or test.reports is None:
+        out = {"skipped": "the real items carry no report text"}
+    else:
+        out = _report_text_measures(generated, test, train, classes, meteor)
+    if decoder is not None:
+        out["decoder"] = decoder
     return out
 
 
-def _label_set_name(labels: np.ndarray, class_names: Sequence[str]) -> str:
-    positives = [name for name, v in zip(class_names, labels) if v == 1]
-    unknown = [name for name, v in zip(class_names, labels) if v == -1]
-    text = "+".join(positives) or "no positive label"
-    return text + (f" (unknown: {'+'.join(unknown)})" if unknown else "")
-
-
-def _diversity(images: ImageSet, class_names: Sequence[str], per_set: int) -> dict[str, Any]:
-    """MS-SSIM diversity over the label sets with at least ``per_set`` images, or why none qualifies."""
-    groups: dict[str, list[int]] = {}
-    for index, row in enumerate(images.labels):
-        groups.setdefault(_label_set_name(row, class_names), []).append(index)
-    qualifying = {key: images.images[idx[:per_set]] for key, idx in groups.items() if len(idx) >= per_set}
-    if not qualifying:
-        return {"skipped": f"no conditioning label set has {per_set} or more images ({len(groups)} sets)"}
-    try:
-        return ms_ssim_diversity(qualifying, per_set=per_set)
-    except ValueError as err:  # images smaller than the MS-SSIM window
-        return {"skipped": str(err)}
-
-
-def _reports(
-    generated: ImageSet,
-    test: ImageSet,
-    train: ImageSet,
-    class_names: Sequence[str],
-    columns: Sequence[int],
-    meteor: Any,
+def _report_text_measures(
+    generated: ImageSet, test: ImageSet, train: ImageSet, classes: SharedClasses, meteor: Any
 ) -> dict[str, Any]:
-    """Report label F1 against the conditioning labels, verbatim copies, and text metrics when references exist."""
-    if generated.reports is None:
-        return {"skipped": "the generated items carry no report text"}
-    if train.reports is None or test.reports is None:
-        return {"skipped": "the real items carry no report text"}
+    """:func:`report_measures` for generated and real items that all carry report text."""
+    columns = classes.generated_columns
     stored = [item.get("report_labels") for item in generated.items]
     width = len(stored[0]) if isinstance(stored[0], list) else -1
     if all(isinstance(s, list) and len(s) == width for s in stored) and width > max(columns, default=-1):
@@ -187,8 +278,8 @@ def _reports(
     else:
         report_labels = generated.reports
     out: dict[str, Any] = {
-        "label_f1": label_f1(report_labels, generated.labels, class_names),
-        "real_test_label_f1": label_f1(test.reports, test.labels, class_names),
+        "label_f1": label_f1(report_labels, generated.labels, classes.names),
+        "real_test_label_f1": label_f1(test.reports, test.labels, classes.names),
         "verbatim_copy_rate": verbatim_copy_rate(generated.reports, train.reports),
         "real_test_verbatim_copy_rate": verbatim_copy_rate(test.reports, train.reports),
     }
@@ -205,42 +296,125 @@ def _reports(
     return out
 
 
-def _audit_summary(audit: Mapping[str, Any]) -> dict[str, Any]:
-    """The audit without its per-sample lists (those stay in memorisation.json)."""
-    out: dict[str, Any] = {}
-    for key, value in audit.items():
-        if isinstance(value, Mapping):
-            out[key] = {k: v for k, v in value.items() if k not in _PER_SAMPLE_KEYS}
-        else:
-            out[key] = value
-    return out
+def decode_real_test(models: EvaluationModels, out: Path) -> dict[str, Any] | None:
+    """The report decoder F's metrics on the real test images (files under ``<out>/decoder``), None without one."""
+    if models.decoder is None:
+        return None
+    logger.info("report decoder F on the real test split")
+    return models.decoder(out / "decoder")
+
+
+def audit(sets: Mapping[str, ImageSet], classified: Classified, seed: int) -> dict[str, Any]:
+    """The memorisation audit of the generated set against the training split, calibrated by the real test split
+    (held-out): classifier features, SSIM, and report n-grams when both the generated and training items have
+    reports."""
+    generated, test, train = sets["generated"], sets["test"], sets["training"]
+    logger.info("memorisation audit against %d training images", len(train))
+    generated_reports = generated.reports if train.reports is not None else None
+    features = classified.features
+    return memorisation_audit(
+        features["generated"],
+        features["test"],
+        features["training"],
+        gen_images=generated.images,
+        heldout_images=test.images,
+        train_images=train.images,
+        gen_reports=generated_reports,
+        train_reports=train.reports if generated_reports is not None else None,
+        seed=seed,
+    )
+
+
+def summary_and_baselines(
+    metrics: dict[str, Any],
+    real: Datalist,
+    generated: Datalist,
+    sets: Mapping[str, ImageSet],
+    classes: SharedClasses,
+    classified: Classified,
+    models: EvaluationModels,
+    seed: int,
+    out: Path,
+) -> None:
+    """Add ``summary``, ``summary_skipped``, ``pair_consistency`` (:func:`.summary.summary_measures`, read from the
+    ``metrics`` so far) and ``baselines`` (:func:`.summary.baseline_measures`, with F trained alone when
+    ``models.decoder_alone`` is given: its files under ``<out>/decoder_alone``) to ``metrics``."""
+    texts = ReportTexts.from_sets(sets["generated"], sets["test"], real, classes.names, classes.real_columns)
+    probs = classified.probs
+    val_labels = sets["validation"].labels if "validation" in sets else np.zeros((0, len(classes.names)))
+    readings = image_readings(probs["validation"], val_labels, probs["test"], probs["generated"])
+    metrics["summary"], metrics["summary_skipped"], metrics["pair_consistency"] = summary_measures(
+        metrics, read_report_source(generated.path), texts, readings, seed
+    )
+    alone = None
+    if models.decoder_alone is not None:
+        logger.info("baseline report decoder %s on the generated images", models.decoder_alone_checkpoint)
+        alone = decoder_alone_reports(
+            models.decoder_alone, sets["generated"], generated.class_names, out / "decoder_alone"
+        )
+    alone_info = {"checkpoint": str(models.decoder_alone_checkpoint)}
+    metrics["baselines"] = baseline_measures(texts, readings, seed, alone, alone_info)
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of ``metrics`` (settings, lists and missing values left out) as TensorBoard tags."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        tag = f"{prefix}{str(key).replace(' ', '_')}"
-        if key in ("settings", "figures"):
-            continue
-        if isinstance(value, Mapping):
-            out.update(_scalars(value, tag + "/"))
-        elif isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
-            out[tag] = float(value)
-    return out
+def draw_figures(
+    sets: Mapping[str, ImageSet], label_agreement: Mapping[str, Any], audit: Mapping[str, Any], out: Path
+) -> dict[str, str]:
+    """The report's PNG figures under ``<out>/figures`` (samples, label agreement, audit distances, closest pairs),
+    by name, as paths relative to ``out``."""
+    folder = out / "figures"
+    paths = {
+        "samples": samples_figure(sets["generated"].images, sets["test"].images, folder / "samples.png"),
+        "label_agreement": label_agreement_figure(to_jsonable(label_agreement), folder / "labels.png"),
+        "memorisation_distances": distance_histogram_figure(audit, folder / "memorisation_distances.png"),
+        "closest_pairs": closest_pairs_figure(
+            sets["generated"].images,
+            sets["training"].images,
+            audit["closest_pairs"],
+            folder / "closest_pairs.png",
+            title="closest generated / training pairs (classifier features)",
+        ),
+    }
+    return {name: path.relative_to(out).as_posix() for name, path in paths.items()}
 
 
-def _write_tensorboard(metrics: Mapping[str, Any], log_dir: Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
+def run_settings(
+    real: Datalist,
+    generated: Datalist,
+    sets: Mapping[str, ImageSet],
+    classes: SharedClasses,
+    skip: SkipCounter,
+    max_items: int | None,
+    seed: int,
+    classifier: Mapping[str, Any],
+    independent: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``settings`` block: inputs, classes, image size, subset settings, counts, skipped input, classifiers."""
+    return {
+        "real": str(real.path),
+        "generated": str(generated.path),
+        "classes": classes.names,
+        "image_size": int(sets["test"].images.shape[-1]),
+        "max_items": max_items,
+        "seed": seed,
+        "counts": {name: len(s) for name, s in sets.items()},
+        "skipped": skip.summary(),
+        "classifier": classifier,
+        "independent_classifier": independent,
+    }
 
-    writer = SummaryWriter(log_dir=str(log_dir))
-    try:
-        for tag, value in _scalars(metrics).items():
-            writer.add_scalar(tag, value, 0)
-        writer.add_text("verdict", str(metrics.get("verdict", "")), 0)
-    finally:
-        writer.close()
+
+def write_outputs(metrics: Mapping[str, Any], audit: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """Add the verdict to the JSON form of ``metrics`` and write ``metrics.json``, ``memorisation.json`` (the audit
+    with its per-sample lists), ``report.md`` and the TensorBoard scalars; returns that JSON form."""
+    written = to_jsonable(metrics)
+    written["verdict"] = verdict_line(written)
+    write_json(written, out / "metrics.json")
+    write_json(to_jsonable(audit), out / "memorisation.json")
+    write_report(written, out / "report.md")
+    write_tensorboard(written, out / "tensorboard")
+    logger.info("%s -> %s", written["verdict"], out / "report.md")
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -285,139 +459,31 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # one stream, drawn in this order: subsets, then matched-size FID
     skip = skip if skip is not None else SkipCounter()
-    real_list, gen_list = real, generated
-    classes = [name for name in real_list.class_names if name in gen_list.class_names]
-    if not classes:
-        raise DataError(gen_list.path, f"no class in common with the real datalist ({real_list.class_names})")
-    real_columns = [real_list.class_names.index(name) for name in classes]
-    gen_columns = [gen_list.class_names.index(name) for name in classes]
+    classes = shared_classes(real, generated)
+    decoder = decode_real_test(models, out)  # first: a bad checkpoint fails before the slow steps
+    sets = load_sets(real, generated, classes, models.preprocessing, skip, max_items, rng)
+    classified = classify(models.classifier, sets, len(real.class_names), classes, device, batch_size)
 
-    decoder = None
-    if models.decoder is not None:  # first: a bad checkpoint fails before the slow steps
-        logger.info("report decoder F on the real test split")
-        decoder = models.decoder(out / "decoder")
-
-    transform = models.preprocessing
-    sets: dict[str, ImageSet] = {}
-    for split in SPLITS:
-        items = subsample(real_list.splits[split], max_items, rng)
-        if not items and split != "validation":
-            raise DataError(real_list.path, f'the "{split}" split is empty')
-        if items:
-            sets[split] = load_image_set(split, items, transform, skip, real_columns)
-        logger.info("loaded %d %s images", len(sets[split]) if items else 0, split)
-    sets["generated"] = load_image_set(
-        "generated", subsample(gen_list.items(), max_items, rng), transform, skip, gen_columns
-    )
-    for name in ("test", "generated"):
-        if len(sets[name]) < 2:
-            raise DataError(real_list.path if name == "test" else gen_list.path, f"{name} needs at least 2 images")
-
-    network, classifier_info = models.classifier()
-    check_class_count(network, classifier_info.get("checkpoint"), len(real_list.class_names))
-    logger.info("classifier features of %s", ", ".join(f"{len(s)} {n}" for n, s in sets.items()))
-    empty = {"features": torch.zeros(0, 1), "probs": torch.zeros(0, len(real_list.class_names))}
-    outputs = {name: classify_images(network, s.images, batch_size, device) for name, s in sets.items()}
-    outputs.setdefault("validation", empty)
-    feats = {name: o["features"] for name, o in outputs.items()}
-
-    metrics: dict[str, Any] = {"settings": {}, "fid": {"classifier": _fid_block(feats, rng)}}
-    if xrv is True or (xrv == "auto" and xrv_available()):
-        xrv_net = XRVFeatures().to(device)
-        xrv_feats = {n: classify_images(xrv_net, s.images, batch_size, device)["features"] for n, s in sets.items()}
-        xrv_feats.setdefault("validation", torch.zeros(0, xrv_net.feature_dim))
-        metrics["fid"]["xrv"] = _fid_block(xrv_feats, rng)
-    else:
-        reason = "turned off (xrv=False)" if xrv is False else f"weights not on this machine ({xrv_weights_path()})"
-        metrics["fid"]["xrv"] = {"skipped": reason}
-
-    metrics["diversity"] = {
-        "generated": _diversity(sets["generated"], classes, ms_ssim_per_set),
-        "real_test": _diversity(sets["test"], classes, ms_ssim_per_set),
-    }
-    probs = {name: o["probs"][:, real_columns] for name, o in outputs.items()}
-    metrics["label_agreement"] = label_agreement(
-        probs["generated"], sets["generated"].labels, probs["test"], sets["test"].labels, classes
-    )
+    metrics: dict[str, Any] = {"settings": {}}  # settings first in metrics.json, filled in last
+    metrics.update(image_measures(sets, classified, classes, xrv, ms_ssim_per_set, rng, device, batch_size))
     metrics["label_agreement_independent"], independent = independent_label_agreement(
         models.independent_classifier,
         models.independent_trains,
-        real=real_list,
+        real=real,
         sets=sets,
-        classes=classes,
-        real_columns=real_columns,
+        classes=classes.names,
+        real_columns=classes.real_columns,
         device=device,
         batch_size=batch_size,
     )
-    metrics["reports"] = _reports(sets["generated"], sets["test"], sets["training"], classes, gen_columns, meteor)
-    if decoder is not None:
-        metrics["reports"]["decoder"] = decoder
-
-    logger.info("memorisation audit against %d training images", len(sets["training"]))
-    generated_reports = sets["generated"].reports if sets["training"].reports is not None else None
-    audit = memorisation_audit(
-        feats["generated"],
-        feats["test"],
-        feats["training"],
-        gen_images=sets["generated"].images,
-        heldout_images=sets["test"].images,
-        train_images=sets["training"].images,
-        gen_reports=generated_reports,
-        train_reports=sets["training"].reports if generated_reports is not None else None,
-        seed=seed,
+    metrics["reports"] = report_measures(sets, classes, meteor, decoder)
+    memorisation = audit(sets, classified, seed)
+    metrics["memorisation"] = audit_summary(memorisation)
+    summary_and_baselines(metrics, real, generated, sets, classes, classified, models, seed, out)
+    metrics["figures"] = draw_figures(sets, metrics["label_agreement"], memorisation, out) if figures else {}
+    metrics["settings"] = run_settings(
+        real, generated, sets, classes, skip, max_items, seed, classified.info, independent
     )
-    metrics["memorisation"] = _audit_summary(audit)
-
-    texts = ReportTexts.from_sets(sets["generated"], sets["test"], real_list, classes, real_columns)
-    val_labels = sets["validation"].labels if "validation" in sets else np.zeros((0, len(classes)))
-    readings = image_readings(probs["validation"], val_labels, probs["test"], probs["generated"])
-    metrics["summary"], metrics["summary_skipped"], metrics["pair_consistency"] = summary_measures(
-        metrics, read_report_source(gen_list.path), texts, readings, seed
-    )
-    alone = None
-    if models.decoder_alone is not None:
-        logger.info("baseline report decoder %s on the generated images", models.decoder_alone_checkpoint)
-        alone = decoder_alone_reports(
-            models.decoder_alone, sets["generated"], gen_list.class_names, out / "decoder_alone"
-        )
-    alone_info = {"checkpoint": str(models.decoder_alone_checkpoint)}
-    metrics["baselines"] = baseline_measures(texts, readings, seed, alone, alone_info)
-
-    figure_paths: dict[str, Path] = {}
-    if figures:
-        folder = out / "figures"
-        figure_paths = {
-            "samples": samples_figure(sets["generated"].images, sets["test"].images, folder / "samples.png"),
-            "label_agreement": label_agreement_figure(to_jsonable(metrics["label_agreement"]), folder / "labels.png"),
-            "memorisation_distances": distance_histogram_figure(audit, folder / "memorisation_distances.png"),
-            "closest_pairs": closest_pairs_figure(
-                sets["generated"].images,
-                sets["training"].images,
-                audit["closest_pairs"],
-                folder / "closest_pairs.png",
-                title="closest generated / training pairs (classifier features)",
-            ),
-        }
-    metrics["figures"] = {name: path.relative_to(out).as_posix() for name, path in figure_paths.items()}
-    metrics["settings"] = {
-        "real": str(real_list.path),
-        "generated": str(gen_list.path),
-        "classes": classes,
-        "image_size": int(sets["test"].images.shape[-1]),
-        "max_items": max_items,
-        "seed": seed,
-        "counts": {name: len(s) for name, s in sets.items()},
-        "skipped": skip.summary(),
-        "classifier": classifier_info,
-        "independent_classifier": independent,
-    }
-    metrics = to_jsonable(metrics)
-    metrics["verdict"] = verdict_line(metrics)
-    write_json(metrics, out / "metrics.json")
-    write_json(to_jsonable(audit), out / "memorisation.json")
-    write_report(metrics, out / "report.md")
-    _write_tensorboard(metrics, out / "tensorboard")
-    logger.info("%s -> %s", metrics["verdict"], out / "report.md")
-    return metrics
+    return write_outputs(metrics, memorisation, out)
