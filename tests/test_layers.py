@@ -174,3 +174,23 @@ def test_only_the_workflows_configs_module_names_the_configs_folder(tmp_path: Pa
     sample = tmp_path / "sample.py"
     sample.write_text('"""Reads configs/train.json."""\nCONFIGS = ROOT / "configs"\nTRAIN = "configs/train.json"\n')
     assert config_folder_mentions(sample) == [2, 3]
+
+
+def test_tests_reach_scripts_only_as_commands() -> None:
+    """Tests import the library; a script is run as a subprocess (``scripts/x.py``), never imported, whether by
+    ``import scripts.x`` or by putting ``scripts/`` on ``sys.path``."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "scripts" for name in names):
+                offenders.append(f"{path.name}:{node.lineno}")
+            is_insert = isinstance(node, ast.Call) and ast.unparse(node.func) == "sys.path.insert"
+            if is_insert and "scripts" in ast.unparse(node):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

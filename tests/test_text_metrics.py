@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,6 @@ from bundle.evaluation.text_metrics import (
     simple_tokenize,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import evaluate  # noqa: E402
 
 needs_java = pytest.mark.skipif(not text_metrics.java_available(), reason="Java is not installed")
 
@@ -171,12 +167,21 @@ def test_read_reports_jsonl_names_file_and_line(tmp_path, rows, problem):
 
 
 # ------------------------------------------------------------------------------------------ the CLI
+def _evaluate_reports(args: list[str]) -> int:
+    """``scripts/evaluate.py reports ...`` in process: the same command table entry and user errors."""
+    from bundle.cli import run_fire_commands
+    from bundle.evaluation.console import score_reports
+
+    errors = (DataError, FileNotFoundError, RuntimeError)
+    return run_fire_commands({"reports": score_reports}, args, name="evaluate", user_errors=errors)
+
+
 def test_evaluate_reports_command(tmp_path, capsys, near_metrics):
     refs = _write_jsonl(tmp_path / "refs.jsonl", [{"id": i, "report": t} for i, t in REFERENCES.items()])
     hyps = _write_jsonl(tmp_path / "hyps.jsonl", [{"id": i, "report": NEAR[i]} for i in reversed(ids)])
     out = tmp_path / "eval"
     args = ["reports", "--references", str(refs), "--hypotheses", str(hyps), "--out", str(out), "--clinical", "True"]
-    assert evaluate.main(args) == 0
+    assert _evaluate_reports(args) == 0
     written = json.loads((out / "metrics.json").read_text())
     assert set(written) == set(near_metrics)
     for key, value in near_metrics.items():
@@ -191,7 +196,7 @@ def test_evaluate_reports_command_reports_bad_input(tmp_path, capsys):
     refs = _write_jsonl(tmp_path / "refs.jsonl", [{"id": "a", "report": "x"}])
     hyps = _write_jsonl(tmp_path / "hyps.jsonl", ["{broken"])
     args = ["reports", "--references", str(refs), "--hypotheses", str(hyps), "--out", str(tmp_path / "o")]
-    assert evaluate.main(args) == 2
+    assert _evaluate_reports(args) == 2
     assert "hyps.jsonl:1: bad JSONL line" in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from PIL import Image
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from bundle.data.datalist import build_datalist
+from bundle.data.images import read_cxr
 from bundle.data.labeler import label_report
 from bundle.data.labels import to_multi_hot
+from bundle.data.prepare import prepare_data
 from bundle.data.sources import read_table, report_from_file
-from bundle.data.images import read_cxr
-from bundle.transforms import LoadCXRImage
 from bundle.inference.disk import check_free_disk, estimate_bytes_per_sample
 from bundle.inference.formats import (
     SECONDARY_CAPTURE_IMAGE_STORAGE,
@@ -33,10 +32,8 @@ from bundle.inference.formats import (
     write_report,
 )
 from bundle.inference.writer import PairedDatasetWriter
+from bundle.transforms import LoadCXRImage
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import prepare_data  # noqa: E402
 
 CLASSES = ["No Finding", "Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
 REPORTS = [
@@ -262,22 +259,14 @@ def test_manifest_is_a_training_source_for_prepare_data(tmp_path):
     writer = PairedDatasetWriter(out, CLASSES, output_format="nifti", bit_depth=16)
     writer.write_batch(*batch([0, 1, 2, 3, 4, 5], channels=1), sample_indices=[0, 1, 2, 3, 4, 5])
     writer.finalize()
-    code = prepare_data.main(
-        [
-            "--source",
-            "csv",
-            "--data_dir",
-            str(out / "manifest.csv"),
-            "--out_dir",
-            str(tmp_path / "ds"),
-            "--classes",
-            ",".join(CLASSES),
-            "--min_count",
-            "1",
-            "--quiet",
-        ]
+    prepare_data(
+        source="csv",
+        data_dir=str(out / "manifest.csv"),
+        out_dir=str(tmp_path / "ds"),
+        classes=",".join(CLASSES),
+        min_count=1,
+        quiet=True,
     )
-    assert code == 0
     summary = json.loads((tmp_path / "ds" / "summary.json").read_text())
     assert sum(summary["counts"].values()) == 6 and summary["class_names"] == CLASSES
     prepared = json.loads((tmp_path / "ds" / "datalist.json").read_text())
