@@ -82,7 +82,7 @@ def test_resume_from_overrides_the_newest_checkpoint(tmp_path: Path) -> None:
     parser["output_dir"] = str(tmp_path)
     models = tmp_path / "models"
     models.mkdir()
-    (models / "checkpoint_iteration=7.pt").write_bytes(b"")
+    torch.save({}, models / "checkpoint_iteration=7.pt")  # latest_checkpoint takes readable checkpoints only
     assert parser.get_parsed_content("ckpt_dir") == str(models)
     assert parser.get_parsed_content("resume_path") == str(models / "checkpoint_iteration=7.pt")
     parser["resume_from"] = "/elsewhere/checkpoint_final.pt"
@@ -99,12 +99,12 @@ def test_latest_checkpoint_is_the_last_written(tmp_path: Path) -> None:
         for name in ("checkpoint_iteration=90.pt", "checkpoint_iteration=100.pt", "checkpoint_final.pt")
     }
     for i, (name, path) in enumerate(files.items()):
-        path.write_bytes(b"")
+        torch.save({}, path)
         os.utime(path, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
     assert latest_checkpoint(tmp_path) == str(files["checkpoint_final.pt"])
     # A restarted run killed after a later interval checkpoint: that one is newer than the old final.
     later = tmp_path / "checkpoint_iteration=150.pt"
-    later.write_bytes(b"")
+    torch.save({}, later)
     os.utime(later, ns=(10**18 + 9 * 10**9, 10**18 + 9 * 10**9))
     assert latest_checkpoint(tmp_path) == str(later)
     # Same time stamp (a coarse clock): the final checkpoint (written last by a run), then the larger iteration.

@@ -1,10 +1,12 @@
 """Training checkpoints and released weights: the newest checkpoint of a run, and the networks' weights read from it.
 
-MONAI's ``CheckpointSaver`` writes ``checkpoint_iteration=<N>.pt`` every ``save_interval`` iterations (keeping the
-last ``n_saved``) and ``checkpoint_final.pt`` when a run completes or fails. :func:`latest_checkpoint` finds the
-newest of these, the state a restarted run loads (``"$@resume_from or
-bundle.inference.checkpoints.latest_checkpoint(@ckpt_dir)"`` in configs/train.json) and the default weights of
-configs/inference.json.
+Training (:class:`bundle.training.handlers.AtomicCheckpointSaver`) writes ``checkpoint_iteration=<N>.pt`` every
+``save_interval`` iterations (keeping the last ``n_saved``) and ``checkpoint_final.pt`` when a run completes or fails
+after completing an iteration. :func:`latest_checkpoint` finds the newest readable one, the state a restarted run
+loads (``"$@resume_from or bundle.inference.checkpoints.latest_checkpoint(@ckpt_dir)"`` in configs/train.json) and
+the default weights of configs/inference.json; an empty or unreadable file is skipped with a warning naming it.
+:class:`ResumeCheckpointLoader` loads it into the trainer after checking that it reads and that its networks fit the
+configured ones, so a failed resume stops with an error naming the file before anything is changed.
 
 :func:`load_inference_weights` takes the EMA generator (else the raw one) and the report decoder from a training
 checkpoint or from a released ``models/model.pt``. Its parts (:func:`read_checkpoint`, :func:`load_network_weights`)
@@ -23,20 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from ignite.engine import Engine
+from ignite.handlers import Checkpoint
+from monai.handlers import CheckpointLoader
+from torch import nn
 
 from bundle.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "latest_checkpoint",
+    "ResumeCheckpointLoader",
     "checkpoint_iteration",
+    "checkpoint_mismatches",
+    "checkpoint_problem",
     "checkpoint_state",
-    "read_checkpoint",
-    "load_network_weights",
+    "latest_checkpoint",
     "load_inference_weights",
+    "load_network_weights",
+    "read_checkpoint",
 ]
+
+# What torch.load raises for a damaged file: a zip reader error, a cut pickle, a pickle of something else.
+_READ_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, AttributeError, IndexError, pickle.PickleError)
 
 _ITERATION = re.compile(r"_(?:iteration|epoch)=(\d+)\.pt$")
 
@@ -47,24 +58,53 @@ def checkpoint_iteration(path: str | Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from (empty, not a torch file, truncated, not a dict), or None.
+
+    The file is opened memory-mapped (``mmap=True``, ``weights_only=True``): its zip directory and object records are
+    read, its tensor bytes are not, so the check costs little even for a large checkpoint. A truncated file (a write
+    cut short) has lost its zip directory, which sits at the end.
+    """
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file (0 bytes)"
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except _READ_ERRORS as err:
+        return f"unreadable ({type(err).__name__}: {err})"
+    if not isinstance(checkpoint, Mapping):
+        return f"not a dict of state dicts ({type(checkpoint).__name__})"
+    return None
+
+
 def latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint_*.pt") -> str:
-    """Path of the newest checkpoint in ``ckpt_dir``, or ``""`` when there is none (or no such folder).
+    """Path of the newest readable checkpoint in ``ckpt_dir``, or ``""`` when there is none (or no such folder).
 
     "Newest" is the last written (modification time): after an interrupted run that is its last interval
     checkpoint, after a completed (or crashed) one its final checkpoint. Ties (coarse file-system clocks) go to
-    ``checkpoint_final.pt``, which a run writes last, then to the larger iteration number in the name.
+    ``checkpoint_final.pt``, which a run writes last, then to the larger iteration number in the name. A file that
+    :func:`checkpoint_problem` rejects (empty, truncated, unreadable) is skipped with a warning naming it, and the
+    next newest is taken: a damaged newest file costs the iterations since the one before, not the run.
     """
     folder = Path(ckpt_dir)
     if not folder.is_dir():
         return ""
     files = [f for f in folder.glob(pattern) if f.is_file()]
-    if not files:
-        return ""
 
     def order(f: Path) -> tuple[int, int, int]:
         return f.stat().st_mtime_ns, int(f.name.endswith("_final.pt")), checkpoint_iteration(f)
 
-    return str(max(files, key=order))
+    skipped = []
+    for candidate in sorted(files, key=order, reverse=True):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            if skipped:
+                logger.warning("resuming from %s, the newest readable checkpoint", candidate)
+            return str(candidate)
+        logger.warning("skipping checkpoint %s: %s", candidate, problem)
+        skipped.append(candidate)
+    if skipped:
+        logger.warning("no readable checkpoint in %s (%d skipped): nothing to resume", folder, len(skipped))
+    return ""
 
 
 def checkpoint_state(checkpoint: Mapping[str, Any], keys: Sequence[str], source: str) -> Mapping[str, torch.Tensor]:
@@ -78,14 +118,16 @@ def checkpoint_state(checkpoint: Mapping[str, Any], keys: Sequence[str], source:
     raise DataError(source, f"checkpoint has none of {list(keys)} (keys: {sorted(checkpoint)})")
 
 
-def read_checkpoint(ckpt_path: str | PathLike) -> Mapping[str, Any]:
+def read_checkpoint(ckpt_path: str | PathLike, map_location: Any = "cpu") -> Mapping[str, Any]:
     """The checkpoint dict at ``ckpt_path`` (read with ``weights_only=True``); :class:`DataError` naming the file when
-    it is missing, unreadable or not a dict of state dicts."""
+    it is missing, empty, unreadable or not a dict of state dicts."""
     source = str(ckpt_path)
     if not Path(source).is_file():
         raise DataError(source, "missing checkpoint: train first, or set ckpt_path to a checkpoint_*.pt / model.pt")
+    if Path(source).stat().st_size == 0:
+        raise DataError(source, "cannot read checkpoint: empty file (0 bytes)")
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(source, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise DataError(source, f"cannot read checkpoint: {type(err).__name__}: {err}") from err
     if not isinstance(checkpoint, Mapping):
@@ -118,3 +160,88 @@ def load_inference_weights(
     for network, keys in ((generator, g_keys), (report_decoder, ("report_decoder",))):
         load_network_weights(network, checkpoint, keys, str(ckpt_path))
     return generator.eval(), report_decoder.eval()
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def checkpoint_mismatches(
+    load_dict: Mapping[str, Any], checkpoint: Mapping[str, Any], strict: bool = True, examples: int = 3
+) -> list[str]:
+    """What of ``checkpoint`` does not fit the objects of ``load_dict``, one line per problem and network: entries
+    missing from the checkpoint, and for every network its weights of another shape and, when ``strict`` (as
+    ``load_state_dict`` is), its weights missing from the checkpoint or not in the network, each with a count and its
+    first ``examples`` names (``"generator: 2 weights of another shape: x.weight: checkpoint [8, 4] vs configured
+    [16, 4], ..."``). Empty when everything fits."""
+    problems: list[str] = []
+    for key, obj in load_dict.items():
+        if key not in checkpoint:
+            problems.append(f"{key}: not in the checkpoint")
+            continue
+        if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            obj = obj.module
+        if not isinstance(obj, nn.Module):
+            continue
+        saved, wanted = checkpoint[key], obj.state_dict()
+        if not isinstance(saved, Mapping):
+            problems.append(f"{key}: not a state dict in the checkpoint ({type(saved).__name__})")
+            continue
+        found = {
+            "of another shape": [
+                f"{name}: checkpoint {_shape(saved[name])} vs configured {_shape(value)}"
+                for name, value in wanted.items()
+                if name in saved and isinstance(value, torch.Tensor) and _shape(saved[name]) != _shape(value)
+            ],
+            "missing from the checkpoint": [name for name in wanted if name not in saved] if strict else [],
+            "not in the configured network": [name for name in saved if name not in wanted] if strict else [],
+        }
+        for what, names in found.items():
+            if names:
+                more = f", ... ({len(names) - examples} more)" if len(names) > examples else ""
+                problems.append(f"{key}: {len(names)} weights {what}: {', '.join(names[:examples])}{more}")
+    return problems
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` (the same arguments) that checks a checkpoint before loading any of it.
+
+    On ``STARTED`` the file is read with :func:`read_checkpoint` (a missing, empty, truncated or unpicklable file
+    raises :class:`DataError` naming it, where MONAI's loader raises a bare ``EOFError``), and every network of
+    ``load_dict`` is compared with the checkpoint's weights (:func:`checkpoint_mismatches`). A run whose configs do
+    not match (say ``image_size`` changed into the same output folder) stops with a :class:`DataError` naming the file
+    and the mismatching weights, before the trainer, a network or an optimiser has been changed, and since no
+    iteration completed, :class:`bundle.training.handlers.AtomicCheckpointSaver` writes nothing either. Any other
+    failure while loading is re-raised as a :class:`DataError` naming the file. With ``strict_shape=False`` MONAI's
+    partial loading is used as is.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.strict_shape:
+            super().__call__(engine)
+            return
+        source = str(self.load_path)
+        checkpoint = read_checkpoint(source, map_location=self.map_location or "cpu")
+        if len(self.load_dict) == 1 and next(iter(self.load_dict)) not in checkpoint:
+            checkpoint = {next(iter(self.load_dict)): checkpoint}  # a bare state dict, as MONAI's loader accepts
+        problems = checkpoint_mismatches(self.load_dict, checkpoint, strict=self.strict)
+        if problems:
+            raise DataError(
+                source,
+                "checkpoint does not fit the configured networks (were settings such as image_size or the network "
+                "sizes changed? Train into a new output_dir, or resume with the settings it was trained with): "
+                + "; ".join(problems),
+            )
+        prior_max_epochs = engine.state.max_epochs
+        try:
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise DataError(source, f"cannot load checkpoint: {type(err).__name__}: {err}") from err
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise DataError(
+                source,
+                f"the checkpoint is at epoch {engine.state.epoch}, beyond max_epochs={prior_max_epochs}: "
+                "set max_epochs higher to train on",
+            )
+        engine.state.max_epochs = prior_max_epochs
+        self.logger.info(f"Restored all variables from {source}")

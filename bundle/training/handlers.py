@@ -8,24 +8,34 @@
   ``save_dict``, so a resumed run draws the same numbers as an uninterrupted one.
 * :func:`prefix_keys` turns the trainer's loss dict into ``train/<key>`` scalars for MONAI's
   ``TensorBoardStatsHandler`` (which logs every key of a dict that its ``output_transform`` returns).
+* :class:`AtomicCheckpointSaver` is MONAI's ``CheckpointSaver`` whose files are written atomically
+  (:func:`atomic_save`) and which writes no final checkpoint for a run that failed before completing an iteration,
+  so a crash, a kill or a failed resume never leaves a damaged or untrained checkpoint in place of a good one.
 
-Checkpointing itself is MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` with
-:meth:`bundle.training.EMIXERTrainer.checkpoint_dict` as the save / load dict; the progress bar is Ignite's
-``ProgressBar``.
+Loading is :class:`bundle.inference.checkpoints.ResumeCheckpointLoader` (MONAI's ``CheckpointLoader`` that checks the
+file and the networks first), with :meth:`bundle.training.EMIXERTrainer.checkpoint_dict` as the save / load dict; the
+progress bar is Ignite's ``ProgressBar``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import random
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointSaver
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from PIL import Image
 from torch import nn
@@ -36,10 +46,12 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "NonFiniteLossError",
     "RNGState",
     "StopOnNonFinite",
     "TensorBoardSampleHandler",
+    "atomic_save",
     "image_grid",
     "prefix_keys",
     "reports_markdown",
@@ -152,6 +164,135 @@ class RNGState:
         cuda = state.get("cuda")
         if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _write_error(target: Path, err: Exception) -> OSError:
+    """``err`` of a failed checkpoint write as an ``OSError`` naming ``target`` and the free space in its folder."""
+    try:
+        free = f"{shutil.disk_usage(target.parent).free / 2**20:.0f} MiB free in {target.parent}"
+    except OSError:
+        free = f"free space in {target.parent} unknown"
+    full = "no space left on the device; " if getattr(err, "errno", None) == errno.ENOSPC else ""
+    return OSError(f"cannot write checkpoint {target}: {full}{type(err).__name__}: {err} ({free})")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename) to disk; a no-op where the file system cannot sync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, save: Callable[[Any, Any], Any] = torch.save) -> None:
+    """Write ``obj`` to ``path`` with ``save(obj, file)`` so that ``path`` holds its old content or the complete new
+    file, never a part of it.
+
+    The bytes go to a temporary file in the same folder (``.<name>.<random>.tmp``, which ``checkpoint_*.pt`` globs do
+    not match), are flushed and fsynced, and the file is renamed over ``path`` with ``os.replace`` (atomic within a
+    file system); the folder is then fsynced so the rename itself survives a power cut. The file gets the permissions
+    a plain ``open`` would give (umask applied), not ``mkstemp``'s owner-only ones. A failed write removes the
+    temporary file and raises ``OSError`` naming ``path`` and the free space there (a full disk otherwise shows as
+    torch's bare ``unexpected pos`` error).
+    """
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)  # reopened by name, so the file object names the file it writes
+    try:
+        with open(temp, "wb") as file:
+            save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, target)
+    except BaseException as err:
+        Path(temp).unlink(missing_ok=True)
+        if isinstance(err, Exception):
+            raise _write_error(target, err) from err
+        raise
+    _fsync_folder(target.parent)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` writing through :func:`atomic_save` (Ignite's own ``atomic`` mode neither fsyncs nor
+    keeps group read access, hence MONAI turns it off), with MONAI's optional fixed ``filename``. A checkpoint that
+    Ignite asks to remove (beyond ``n_saved``, which it does *before* writing the next one) is deleted only once the
+    next file is complete, so a crash between the two never leaves fewer complete checkpoints."""
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, atomic=True, require_empty=False)
+        self.filename = filename
+        self._to_remove: list[Path] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        atomic_save(checkpoint, path, func)
+        for old in self._to_remove:
+            if old != path:
+                old.unlink(missing_ok=True)
+        self._to_remove.clear()
+
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() == self.save_on_rank:
+            self._to_remove.append(self.dirname / (self.filename or filename))
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (the same arguments, file names and checkpoint keys) made crash-safe.
+
+    * Every file is written by :func:`atomic_save`: a kill, a crash or a full disk during a save leaves the previous
+      files complete, plus at most a hidden ``.<name>.<random>.tmp`` file, which the next saver removes (with a
+      warning naming it) when it is attached.
+    * A checkpoint beyond ``n_saved`` is deleted only after the next one is complete.
+    * On an exception, the final checkpoint is written only when this run completed at least one iteration. A run
+      that fails while starting (an unreadable or mismatching checkpoint to resume, bad data in the first batch)
+      leaves the folder as it was, instead of replacing ``checkpoint_final.pt`` with freshly initialised or
+      half-loaded weights that the next run would resume from.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename=fixed)
+        self._iterations_done = 0
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._count_iteration)
+        if idist.get_rank() == 0:
+            for temp in sorted(Path(self.save_dir).glob(".*.pt.*.tmp")):
+                self.logger.warning("removing %s: the unfinished write of a killed or failed run", temp)
+                temp.unlink(missing_ok=True)
+
+    def _count_iteration(self, engine: Engine) -> None:
+        self._iterations_done += 1
+
+    def completed(self, engine: Engine) -> None:
+        self._iterations_done = 0
+        super().completed(engine)
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """Save the final checkpoint and re-raise ``e``; only re-raise when no iteration of this run completed."""
+        done, self._iterations_done = self._iterations_done, 0
+        if done == 0:
+            self.logger.warning(
+                "the run failed before completing an iteration: no final checkpoint written, %s is left as it was",
+                self.save_dir,
+            )
+            raise e
+        super().exception_raised(engine, e)
 
 
 def prefix_keys(prefix: str = "train/") -> Callable[[Mapping[str, Any]], dict[str, Any]]:
