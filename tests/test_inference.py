@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +19,12 @@ from monai.data import DataLoader
 
 from bundle.data.errors import DataError
 from bundle.inference.conditioning import SEED_STRIDE, conditioning_items, training_label_rows
-from bundle.inference.sampler import EMIXERSampler, sample_latents
+from bundle.inference.sampler import TRUNCATION_FLOOR, EMIXERSampler, sample_latents
 from bundle.networks import Generator, ReportDecoder
 from tests.tiny import CONFIG_DIR, TINY
 
 CLASSES = ["No Finding", "Cardiomegaly", "Edema"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 INFER_CONFIGS = [str(CONFIG_DIR / "inference.json"), str(CONFIG_DIR / "demo.json")]
 
 
@@ -69,6 +72,24 @@ def test_a_latent_depends_on_its_seed_alone() -> None:
     assert not torch.equal(together[0], together[1])
     truncated = sample_latents(range(50), 20, truncation=0.5)
     assert truncated.abs().max() <= 0.5 and truncated.std() > 0.2
+
+
+def test_a_truncation_below_the_floor_is_refused_and_the_floor_finishes() -> None:
+    """A truncation so small that redrawing would loop for ever is a clear error naming ``truncation`` and the range;
+    checked in a subprocess with a time limit, so a hang fails the test instead of stalling the suite."""
+    code = "from bundle.inference.sampler import sample_latents; sample_latents([0], 120, 1e-7)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode != 0
+    assert f"ValueError: truncation=1e-07 is out of range: it must be a number >= {TRUNCATION_FLOOR}" in run.stderr
+    for bad in (0, -1.0, float("nan"), "abc", True):
+        with pytest.raises(ValueError, match=r"truncation=.* is out of range: it must be a number >= 0\.01"):
+            sample_latents([0], 8, bad)
+    latents = sample_latents(range(4), 120, TRUNCATION_FLOOR)  # the floor itself ends quickly
+    assert latents.abs().max() <= TRUNCATION_FLOOR
+    with pytest.raises(ValueError, match="truncation=1e-07 is out of range"):
+        EMIXERSampler("cpu", [], FixedImage(torch.zeros(1, 1, SIZE, SIZE)), _decoder(), truncation=1e-7)
 
 
 # ------------------------------------------------------------------------------------------------ report source

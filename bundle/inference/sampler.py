@@ -8,6 +8,7 @@ against).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,26 +18,67 @@ from ignite.engine import Engine
 from monai.engines import Evaluator
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["REPORT_SOURCES", "check_report_source", "sample_latents", "EMIXERSampler"]
+__all__ = [
+    "REPORT_SOURCES",
+    "TRUNCATION_FLOOR",
+    "EMIXERSampler",
+    "check_report_source",
+    "check_truncation",
+    "sample_latents",
+]
 
 #: What the report decoder writes a generated image's report from: the image alone, or the conditioning labels.
 REPORT_SOURCES: tuple[str, ...] = ("image", "labels")
+
+#: The smallest truncation accepted. Redrawing keeps an entry once ``|z| <= truncation``, which a draw hits with
+#: probability about ``0.8 * truncation`` for small values: at this floor a 120-entry latent needs some hundreds of
+#: rounds, while 1e-7 would need billions (a run that never ends).
+TRUNCATION_FLOOR = 0.01
+
+# Redraw rounds after which sample_latents gives up: far beyond what the floor needs (about 1,500 rounds for a
+# 10,000-entry latent at the floor), so only a broken random source reaches it.
+_MAX_REDRAW_ROUNDS = 100_000
+
+
+def check_truncation(truncation: float | None) -> float | None:
+    """``truncation`` checked: None (no truncation) or a number >= :data:`TRUNCATION_FLOOR`; a ValueError naming
+    ``truncation`` and the allowed range otherwise (a smaller value makes the redraw loop run for ever)."""
+    if truncation is None:
+        return None
+    try:
+        value = float(truncation)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(truncation, bool) or math.isnan(value) or value < TRUNCATION_FLOOR:
+        raise ValueError(
+            f"truncation={truncation!r} is out of range: it must be a number >= {TRUNCATION_FLOOR} "
+            "(or null for no truncation)"
+        )
+    return value
 
 
 def sample_latents(seeds: Iterable[int], latent_dim: int, truncation: float | None = None) -> torch.Tensor:
     """One latent per seed ``[B, latent_dim]`` from its own generator, so a sample depends on its seed alone.
 
-    ``truncation``: BigGAN's truncation trick; entries with ``|z| > truncation`` are redrawn until inside.
+    ``truncation``: BigGAN's truncation trick; entries with ``|z| > truncation`` are redrawn until inside. It is
+    checked by :func:`check_truncation` (at least :data:`TRUNCATION_FLOOR`), and the redraw rounds are bounded, so
+    the loop always ends.
     """
+    truncation = check_truncation(truncation)
     out = []
     for seed in seeds:
         rng = torch.Generator().manual_seed(int(seed))
         z = torch.randn(latent_dim, generator=rng)
         if truncation is not None:
-            if truncation <= 0:
-                raise ValueError(f"truncation={truncation} must be > 0 (or null for none)")
             outside = z.abs() > truncation
+            rounds = 0
             while bool(outside.any()):
+                rounds += 1
+                if rounds > _MAX_REDRAW_ROUNDS:
+                    raise RuntimeError(
+                        f"truncation={truncation}: latent of seed {seed} still has {int(outside.sum())} entries "
+                        f"outside after {_MAX_REDRAW_ROUNDS} redraw rounds"
+                    )
                 z[outside] = torch.randn(int(outside.sum()), generator=rng)
                 outside = z.abs() > truncation
         out.append(z)
@@ -73,7 +115,7 @@ class EMIXERSampler(Evaluator):
         val_data_loader: yields batches of conditioning items.
         generator / report_decoder: the trained networks (moved to ``device`` beforehand).
         inferer: calls the generator as ``inferer(z, generator, labels)``; SimpleInferer by default.
-        truncation: BigGAN truncation of z (None = plain N(0, 1)).
+        truncation: BigGAN truncation of z (None = plain N(0, 1)); at least :data:`TRUNCATION_FLOOR`.
         report_source: ``"image"`` or ``"labels"`` (see above; :func:`check_report_source`).
         amp: autocast on CUDA.
         other args: as ``monai.engines.Evaluator``.
@@ -105,7 +147,7 @@ class EMIXERSampler(Evaluator):
         )
         self.generator, self.report_decoder = generator, report_decoder
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.truncation = truncation
+        self.truncation = check_truncation(truncation)
         self.report_source = check_report_source(report_source, report_decoder)
         self.latent_dim = int(generator.latent_dim)
 
