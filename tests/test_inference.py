@@ -339,9 +339,9 @@ def test_no_overwrite_then_resume_after_an_interruption(dataset_dir: Path, train
         infer(dataset_dir, trained, num_samples=6, generated_dir=str(out))
     assert f"output folder {out} is not empty" in causes(error.value) and "resume=True" in causes(error.value)
 
-    # Interrupted after the first batch: the progress log has 4 samples, sample 5's image is gone.
+    # Interrupted after the first batch: the progress log has its settings line and 4 samples, sample 5's image is gone.
     lines = (out / "progress.jsonl").read_text().splitlines(keepends=True)
-    (out / "progress.jsonl").write_text("".join(lines[:4]) + lines[4][:20])  # and a torn last line
+    (out / "progress.jsonl").write_text("".join(lines[:5]) + lines[5][:20])  # and a torn last line
     for name in ("manifest.csv", "datalist.json", "index.html", "images/syn_000005.png", "reports/syn_000005.txt"):
         (out / name).unlink()
     flow = infer(dataset_dir, trained, num_samples=6, generated_dir=str(out), resume=True)

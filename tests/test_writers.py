@@ -212,7 +212,8 @@ def test_paired_writer_layout_manifest_and_datalist_load_back(tmp_path):
         records = writer.write_batch(*batch(indices), sample_indices=torch.tensor(indices))
         assert [r["sample_index"] for r in records] == indices
     assert writer.done == set(range(6))
-    assert len((out / "progress.jsonl").read_text().splitlines()) == 6
+    progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert len(progress) == 7 and progress[0] == {"run_settings": writer.settings, "run_id": writer.run_id}
     summary = writer.finalize(metadata={"checkpoint": "model.pt"})
     assert summary["num_samples"] == 6
     assert sorted(p.name for p in out.iterdir()) == [
@@ -280,7 +281,7 @@ def test_dicom_dataset_has_unique_uids_and_synthetic_ids(tmp_path):
     writer.write_batch(*batch([7, 8, 9]), sample_indices=[7, 8, 9])
     writer.finalize()
     sets = [pydicom.dcmread(tmp_path / "d" / "images" / f"syn_{i:06d}.dcm") for i in (7, 8, 9)]
-    assert [ds.PatientID for ds in sets] == ["SYN-000007", "SYN-000008", "SYN-000009"]
+    assert [ds.PatientID for ds in sets] == [f"SYN-{writer.run_id}-{i:06d}" for i in (7, 8, 9)]
     uids = [u for ds in sets for u in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)]
     assert len(set(uids)) == len(uids)
     assert all(check_dicom_synthetic(tmp_path / "d" / "images" / f"syn_{i:06d}.dcm") == [] for i in (7, 8, 9))
@@ -319,12 +320,12 @@ def test_resume_after_interruption(tmp_path):
     writer.write_batch(*batch([0, 1, 2]), sample_indices=[0, 1, 2])
     # the run dies while writing the next batch: its files exist, its progress line is cut short
     writer.write_batch(*batch([3]), sample_indices=[3])
-    lines = (out / "progress.jsonl").read_text().splitlines(keepends=True)
-    (out / "progress.jsonl").write_text("".join(lines[:3]) + lines[3][:40])
+    lines = (out / "progress.jsonl").read_text().splitlines(keepends=True)  # the settings line, then samples
+    (out / "progress.jsonl").write_text("".join(lines[:4]) + lines[4][:40])
 
     resumed = PairedDatasetWriter(out, CLASSES, resume=True)
-    assert resumed.done == {0, 1, 2}
-    assert (out / "progress.jsonl").read_text() == "".join(lines[:3])  # the cut line is removed
+    assert resumed.done == {0, 1, 2} and resumed.run_id == writer.run_id
+    assert (out / "progress.jsonl").read_text() == "".join(lines[:4])  # the cut line is removed
     written = resumed.write_batch(*batch([2, 3, 4, 5]), sample_indices=[2, 3, 4, 5])
     assert [r["sample_index"] for r in written] == [3, 4, 5]  # 2 was done already
     resumed.finalize()

@@ -16,6 +16,7 @@ with ``weights_only=True``: a checkpoint is data, never code to run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import re
@@ -39,6 +40,7 @@ __all__ = [
     "checkpoint_iteration",
     "checkpoint_mismatches",
     "checkpoint_problem",
+    "checkpoint_sha256",
     "checkpoint_state",
     "latest_checkpoint",
     "load_inference_weights",
@@ -56,6 +58,20 @@ def checkpoint_iteration(path: str | Path) -> int:
     """The count in a ``checkpoint_iteration=<N>.pt`` (or ``_epoch=<N>``) file name; -1 for other names."""
     match = _ITERATION.search(Path(path).name)
     return int(match.group(1)) if match else -1
+
+
+def checkpoint_sha256(path: str | PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """The SHA-256 of the whole checkpoint file (hex), read in ``chunk_bytes`` pieces: what a generated set records
+    as the weights it came from, so that a resume with other weights is refused (:mod:`bundle.inference.writer`).
+    The full file is hashed (about a second per GB), since a partial hash could miss a retrained checkpoint that kept
+    its size. :class:`DataError` naming the file when it is missing."""
+    if not Path(path).is_file():
+        raise DataError(path, "missing checkpoint: train first, or set ckpt_path to a checkpoint_*.pt / model.pt")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

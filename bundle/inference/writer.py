@@ -2,7 +2,8 @@
 project reads back.
 
 :class:`PairedDatasetWriter` lays a generated set out as ``images/syn_000000.<ext>``, ``reports/syn_000000.txt``,
-an append-only ``progress.jsonl`` (so that an interrupted run resumes), and at the end ``manifest.csv`` (readable by
+an append-only ``progress.jsonl`` (so that an interrupted run resumes; its first line records the run's settings,
+and a resume with other settings is refused), and at the end ``manifest.csv`` (readable by
 :func:`bundle.data.sources.read_table`, so ``scripts/prepare_data.py --source csv`` takes it as a training source),
 ``datalist.json`` (the project's datalist format) and ``index.html`` (:mod:`bundle.inference.contact_sheet`).
 Image files come from :mod:`bundle.inference.formats`.
@@ -11,10 +12,12 @@ Image files come from :mod:`bundle.inference.formats`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -45,6 +48,24 @@ def _to_list(data: Any) -> list:
     return list(data) if isinstance(data, (list, tuple)) else _to_numpy(data).reshape(-1).tolist()
 
 
+_MISSING = object()
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples as lists, keys as strings), so that settings compare equal to
+    the recorded ones."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _show_setting(settings: Mapping[str, Any], key: str) -> str:
+    return json.dumps(settings[key]) if key in settings else "(not recorded)"
+
+
+def _is_settings_line(record: Mapping[str, Any]) -> bool:
+    """Whether a ``progress.jsonl`` record is the settings line rather than a sample."""
+    return "run_settings" in record and "sample_index" not in record
+
+
 _IMAGE_NAME = re.compile(r"syn_\d{6,}(?:" + "|".join(re.escape(e) for e in OUTPUT_FORMATS.values()) + ")")
 _REPORT_NAME = re.compile(r"syn_\d{6,}\.txt")
 
@@ -67,10 +88,17 @@ class PairedDatasetWriter:
         report_source: what the reports were written from (``"image"`` or ``"labels"``, see
             :class:`bundle.inference.sampler.EMIXERSampler`); stored at the top of ``datalist.json`` so an evaluation
             can say which reports it scores. None: not recorded.
+        run_settings: the rest of what decides the samples (configs/inference.json passes seed, labels, num_samples,
+            truncation, use_ema and the checkpoint's SHA-256); JSON values. Together with ``class_names``,
+            ``output_format``, ``bit_depth`` and ``report_source`` they are the run's settings (:attr:`settings`),
+            recorded as the first line of ``progress.jsonl``; a resume whose settings differ is refused with a
+            :class:`DataError` naming the folder and each differing setting, before anything is written. They also
+            give the run's id (:attr:`run_id`), the prefix of generated patient ids.
 
     ``write_batch`` appends one JSON line per sample to ``progress.jsonl`` (flushed and fsynced per batch) after
-    its files are written, so that file is the record of what is complete; ``finalize`` builds
-    ``manifest.csv``, ``datalist.json`` and ``index.html`` from it.
+    its files are written, so that file is the record of what is complete; the first batch's write starts with the
+    settings line ``{"run_settings": {...}, "run_id": "..."}``. ``finalize`` builds ``manifest.csv``,
+    ``datalist.json`` and ``index.html`` from it.
     """
 
     PROGRESS, MANIFEST, DATALIST, INDEX = "progress.jsonl", "manifest.csv", "datalist.json", "index.html"
@@ -91,6 +119,7 @@ class PairedDatasetWriter:
         modality: str = "OT",
         max_index_rows: int = 1000,
         report_source: str | None = None,
+        run_settings: Mapping[str, Any] | None = None,
     ) -> None:
         if overwrite and resume:
             raise ValueError("pass overwrite=True or resume=True, not both")
@@ -109,6 +138,22 @@ class PairedDatasetWriter:
             from bundle.data.labeler import label_report as labeler
         self.labeler = labeler
         self.done: set[int] = set()
+        own = {
+            "class_names": list(self.class_names),
+            "output_format": self.output_format,
+            "bit_depth": self.bit_depth,
+            "report_source": report_source,
+        }
+        #: What decides this run's samples, as JSON values (recorded in ``progress.jsonl``, compared on resume).
+        self.settings: dict[str, Any] = _json_value({**dict(run_settings or {}), **own})
+        #: The run's id: 8 hex digits of the settings' SHA-256 when ``run_settings`` are given (the same settings
+        #: give the same samples, and the same ids), else random; a resumed run keeps the recorded one.
+        self.run_id = (
+            hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:8]
+            if run_settings is not None
+            else uuid.uuid4().hex[:8]
+        ).upper()
+        self._settings_recorded = False
 
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise NotADirectoryError(f"{self.out_dir} exists and is not a folder")
@@ -195,6 +240,22 @@ class PairedDatasetWriter:
                 os.fsync(f.fileno())
         return records
 
+    def _check_settings(self, recorded: Mapping[str, Any] | None) -> None:
+        """:class:`DataError` naming the folder and listing each setting (old -> new) that differs from the recorded
+        ones; a progress file with samples but no settings line differs in every setting."""
+        recorded = dict(recorded or {})
+        differences = [
+            f"{key}: {_show_setting(recorded, key)} -> {_show_setting(self.settings, key)}"
+            for key in sorted(set(recorded) | set(self.settings))
+            if recorded.get(key, _MISSING) != self.settings.get(key, _MISSING)
+        ]
+        if differences:
+            raise DataError(
+                self.out_dir,
+                f"cannot resume: {self.PROGRESS} was written with other settings ({'; '.join(differences)}); "
+                "resume with the recorded settings, choose another folder, or pass overwrite=True to start afresh",
+            )
+
     def _load_progress(self) -> None:
         """Resume: read ``progress.jsonl`` into ``done`` after checking it was written with these settings."""
         if not self.progress_path.is_file():
@@ -205,7 +266,15 @@ class PairedDatasetWriter:
                     f"({', '.join(foreign[:5])}); choose an empty folder or pass overwrite=True"
                 )
             return
-        for record in self._read_progress_lines(repair=True):
+        lines = self._read_progress_lines(repair=True)
+        header = next((r for r in lines if _is_settings_line(r)), None)
+        samples = [r for r in lines if not _is_settings_line(r)]
+        if header is not None or samples:
+            self._check_settings(header["run_settings"] if header is not None else None)
+        if header is not None:
+            self.run_id = str(header.get("run_id") or self.run_id)
+            self._settings_recorded = True
+        for record in samples:
             missing = [name for name in self.class_names if name not in record]
             if missing or not str(record.get("image", "")).endswith(self.extension):
                 raise ValueError(
@@ -226,13 +295,22 @@ class PairedDatasetWriter:
     def sample_id(self, sample_index: int) -> str:
         return f"syn_{int(sample_index):06d}"
 
+    def patient_id(self, sample_index: int) -> str:
+        """The DICOM PatientID of a sample: ``SYN-<run_id>-<index>`` (e.g. ``SYN-3F2A9C1E-000007``).
+
+        Sample indices restart at 0 in every run, so the run's id (:attr:`run_id`, derived from its settings:
+        seed, labels, checkpoint hash ...) is part of it: two synthetic sets merged in one archive keep distinct
+        patients, while a rerun or resume with the same settings gives the same ids to the same samples.
+        """
+        return f"SYN-{self.run_id}-{int(sample_index):06d}"
+
     def _write_image(self, image: np.ndarray, path: Path, sample_index: int) -> None:
         if self.output_format == "dicom":
             write_dicom(
                 image,
                 path,
                 self.bit_depth,
-                patient_id=f"SYN-{int(sample_index):06d}",
+                patient_id=self.patient_id(sample_index),
                 instance_number=1,
                 modality=self.modality,
             )
@@ -301,17 +379,20 @@ class PairedDatasetWriter:
             )
             records.append(record)
         if records:
+            lines = [] if self._settings_recorded else [{"run_settings": self.settings, "run_id": self.run_id}]
             with self.progress_path.open("a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in records))
+                f.write("".join(json.dumps(r) + "\n" for r in [*lines, *records]))
                 f.flush()
                 os.fsync(f.fileno())
+            self._settings_recorded = True
             self.done.update(r["sample_index"] for r in records)
         return records
 
     # ------------------------------------------------------------------------------------------ finalizing
     def records(self) -> list[dict]:
         """The written samples from ``progress.jsonl``, one per sample index (the last write wins), in order."""
-        by_index = {int(r["sample_index"]): r for r in self._read_progress_lines(repair=False)}
+        lines = self._read_progress_lines(repair=False)
+        by_index = {int(r["sample_index"]): r for r in lines if not _is_settings_line(r)}
         return [by_index[i] for i in sorted(by_index)]
 
     def _conditioning(self, record: Mapping[str, Any]) -> list[float]:
@@ -389,6 +470,8 @@ class PairedDatasetWriter:
             "output_format": self.output_format,
             "bit_depth": self.bit_depth,
             **({"report_source": self.report_source} if self.report_source is not None else {}),
+            "run_id": self.run_id,
+            "run_settings": self.settings,
             **({"generation": dict(metadata)} if metadata else {}),
             "training": items,
             "validation": [],

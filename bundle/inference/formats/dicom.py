@@ -67,7 +67,11 @@ def write_dicom(
 ) -> Path:
     """Write ``image`` as a Secondary Capture DICOM of a synthetic image (see the module docs).
 
-    ``study_uid`` / ``series_uid`` put several images in one study / series; fresh UIDs are made when None.
+    ``patient_id`` must start with ``SYN``. The default ``SYN-000000`` is the same in every call: a caller writing a
+    set passes ids unique across sets, as :meth:`bundle.inference.writer.PairedDatasetWriter.patient_id` does
+    (``SYN-<run id>-<sample index>``, the run id derived from the run's settings), so that two synthetic sets do
+    not share patients. ``study_uid`` / ``series_uid`` put several images in one study / series; fresh UIDs are made
+    when None.
     The VOI window spans the whole stored range, so viewers and :func:`bundle.data.images.read_cxr` show the
     stored values unchanged.
     """
