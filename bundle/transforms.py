@@ -1,7 +1,10 @@
 """MONAI dictionary transforms for chest X-ray images and their reports.
 
 :class:`LoadCXRImaged` reads a radiograph (:func:`bundle.data.images.read_cxr`: PNG, JPEG, DICOM or NIfTI, with its
-intensity and orientation conventions) into a float32 channel-first ``MetaTensor`` ``[1, H, W]`` in [0, 1].
+intensity and orientation conventions) into a float32 channel-first ``MetaTensor`` ``[1, H, W]`` in [0, 1]. When a
+read fails, MONAI's ``apply_transform`` wraps the error as ``RuntimeError("applying transform <str(transform)>")``
+(the last line a user sees, and the whole message of a one-line CLI error); the loaders' ``str`` therefore names
+the file and problem of the last failed read in the calling thread.
 :class:`TokenizeReportd` turns the report text into the ``[sentences, words]`` id matrix of the report decoder.
 Resizing, padding, channel repetition and the [-1, 1] intensity range come from MONAI's own transforms in
 ``configs/train.json``.
@@ -9,6 +12,7 @@ Resizing, padding, channel repetition and the [-1, 1] intensity range come from 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping
 from os import PathLike
 from typing import Any
@@ -25,34 +29,74 @@ from bundle.data.tokenizer import ReportTokenizer
 __all__ = ["LoadCXRImage", "LoadCXRImaged", "TokenizeReportd"]
 
 
-class LoadCXRImage(Transform):
-    """Load a chest radiograph file into a float32 ``MetaTensor`` ``[1, H, W]`` in [0, 1] (see module docs)."""
+#: Per thread: id(loader) -> the DataError of its last failed read (so the wrapped MONAI error can name the file).
+_FAILED = threading.local()
 
-    def __init__(self, voi_lut: bool = True) -> None:
-        self.voi_lut = voi_lut
+
+class _NamesFailedFile:
+    """Mixin: ``str(self)`` names the file and problem of this loader's last failed read in this thread."""
+
+    def _remember(self, error: DataError | None) -> None:
+        failed = _FAILED.__dict__.setdefault("errors", {})
+        if error is None:
+            failed.pop(id(self), None)
+        else:
+            failed[id(self)] = error
+
+    def __repr__(self) -> str:
+        error = _FAILED.__dict__.get("errors", {}).get(id(self))
+        name = type(self).__name__
+        return f"{name} failed: {error}" if error is not None else f"<{type(self).__module__}.{name}>"
+
+
+class LoadCXRImage(_NamesFailedFile, Transform):
+    """Load a chest radiograph file into a float32 ``MetaTensor`` ``[1, H, W]`` in [0, 1] (see module docs).
+
+    ``max_bytes``: the most pixel data a file may declare before decoding (None: ``images.MAX_IMAGE_BYTES``).
+    """
+
+    def __init__(self, voi_lut: bool = True, max_bytes: int | None = None) -> None:
+        self.voi_lut, self.max_bytes = voi_lut, max_bytes
 
     def __call__(self, path: str | PathLike) -> MetaTensor:
-        image, meta = read_cxr(path, voi_lut=self.voi_lut)
+        try:
+            image, meta = read_cxr(path, voi_lut=self.voi_lut, max_bytes=self.max_bytes)
+        except DataError as err:
+            self._remember(err)
+            raise
+        self._remember(None)
         return MetaTensor(torch.from_numpy(image)[None], meta=meta)
 
 
-class LoadCXRImaged(MapTransform):
+class LoadCXRImaged(_NamesFailedFile, MapTransform):
     """Dictionary version of :class:`LoadCXRImage`: replaces each key's file path with the loaded image.
 
     Args:
         keys: keys holding image file paths.
         voi_lut: apply the DICOM VOI LUT / window when present (else scale by Bits Stored).
         allow_missing_keys: don't raise when a key is missing.
+        max_bytes: the most pixel data a file may declare before decoding (None: ``images.MAX_IMAGE_BYTES``).
     """
 
-    def __init__(self, keys: KeysCollection = "image", voi_lut: bool = True, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        voi_lut: bool = True,
+        allow_missing_keys: bool = False,
+        max_bytes: int | None = None,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadCXRImage(voi_lut=voi_lut)
+        self.loader = LoadCXRImage(voi_lut=voi_lut, max_bytes=max_bytes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.loader(d[key])
+        try:
+            for key in self.key_iterator(d):
+                d[key] = self.loader(d[key])
+        except DataError as err:
+            self._remember(err)
+            raise
+        self._remember(None)
         return d
 
 
