@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections import namedtuple
@@ -31,7 +32,7 @@ from bundle.inference.formats import (
     write_png,
     write_report,
 )
-from bundle.inference.writer import PairedDatasetWriter
+from bundle.inference.writer import PairedDatasetWriter, escape_formula_cell
 from bundle.transforms import LoadCXRImage
 
 
@@ -387,3 +388,77 @@ def test_free_disk_check(tmp_path, monkeypatch):
     writer.check_disk(10, (1, 64, 64))
     with pytest.raises(OSError, match=str(tmp_path / "out")):
         writer.check_disk(100, (1, 64, 64))
+
+
+FORMULA_REPORTS = [
+    '=HYPERLINK("http://example.com", "Heart size is normal.")',
+    "+1 heart is enlarged. There is a small right pleural effusion.",
+    "-2 lungs are clear. No pneumothorax.",
+    "@SUM(A1) there is a large left pneumothorax.",
+    "'=already quoted. Moderate cardiomegaly.",
+    "Heart size is normal. No effusion.",
+]
+
+
+def test_manifest_escapes_formula_cells_and_read_table_gives_the_text_back(tmp_path):
+    out = tmp_path / "gen"
+    writer = PairedDatasetWriter(out, CLASSES)
+    images, _, labels, seeds = batch(list(range(6)))
+    writer.write_batch(images, FORMULA_REPORTS, labels, [-5, *seeds[1:]], sample_indices=list(range(6)))
+    writer.finalize()
+
+    # What a spreadsheet sees: every formula-like text cell starts with ', numbers stay numbers; ids and image paths
+    # (what bundle.evaluation.decode reads) are never escaped.
+    with (out / "manifest.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["report"] for row in rows] == ["'" + r for r in FORMULA_REPORTS[:5]] + FORMULA_REPORTS[5:]
+    assert all(not row[c][:1] in "=+-@\t\r" for row in rows for c in row if c != "seed")
+    assert rows[0]["seed"] == "-5" and all(row["formula_escaped"] == "1" for row in rows)
+    assert [(row["id"], row["image"]) for row in rows] == [
+        (f"syn_{i:06d}", f"images/syn_{i:06d}.png") for i in range(6)
+    ]
+    assert [escape_formula_cell(v) for v in ("\tx", "\rx", "x=1", "'x", 3, -1.5)] == [
+        "'\tx",
+        "'\rx",
+        "x=1",
+        "'x",
+        3,
+        -1.5,
+    ]
+
+    # read_table and prepare_data get the generated text back, as from a plain table of the same reports.
+    assert [r["report"] for r in read_table(out / "manifest.csv")] == [
+        r["report"] for r in read_table(_plain_table(tmp_path / "plain.csv", out, FORMULA_REPORTS))
+    ]
+    prepared = {}
+    for name, table in (("escaped", out / "manifest.csv"), ("plain", tmp_path / "plain.csv")):
+        prepare_data(
+            source="csv",
+            data_dir=str(table),
+            out_dir=str(tmp_path / name),
+            classes=",".join(CLASSES),
+            min_count=1,
+            quiet=True,
+        )
+        datalist = json.loads((tmp_path / name / "datalist.json").read_text())
+        items = datalist["training"] + datalist["validation"] + datalist["test"]
+        prepared[name] = sorted((Path(i["image"]).name, i["report"]) for i in items)
+    assert prepared["escaped"] == prepared["plain"] and len(prepared["plain"]) == 6
+    assert any(report.startswith("=HYPERLINK") for _, report in prepared["escaped"])
+
+    # A table not marked by the writer is read as written: a leading ' stays.
+    assert (
+        read_table(_plain_table(tmp_path / "quoted.csv", out, ["'" + r for r in FORMULA_REPORTS]))[0]["report"][0]
+        == "'"
+    )
+
+
+def _plain_table(path: Path, generated: Path, reports: list[str]) -> Path:
+    """A CSV over the generated images with the given report texts, written without escaping."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "report", "subject", *CLASSES])
+        writer.writeheader()
+        for i, report in enumerate(reports):
+            row = {"image": str(generated / "images" / f"syn_{i:06d}.png"), "report": report, "subject": f"syn_{i:06d}"}
+            writer.writerow({**row, **dict(zip(CLASSES, LABELS[i]))})
+    return path

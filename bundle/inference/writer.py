@@ -4,7 +4,8 @@ project reads back.
 :class:`PairedDatasetWriter` lays a generated set out as ``images/syn_000000.<ext>``, ``reports/syn_000000.txt``,
 an append-only ``progress.jsonl`` (so that an interrupted run resumes; its first line records the run's settings,
 and a resume with other settings is refused), and at the end ``manifest.csv`` (readable by
-:func:`bundle.data.sources.read_table`, so ``scripts/prepare_data.py --source csv`` takes it as a training source),
+:func:`bundle.data.sources.read_table`, so ``scripts/prepare_data.py --source csv`` takes it as a training source;
+text cells a spreadsheet would run as formulas are escaped with a leading ``'``, which ``read_table`` undoes),
 ``datalist.json`` (the project's datalist format) and ``index.html`` (:mod:`bundle.inference.contact_sheet`).
 Image files come from :mod:`bundle.inference.formats`.
 """
@@ -27,13 +28,14 @@ import numpy as np
 
 from bundle.data.errors import DataError
 from bundle.data.labels import check_class_names, to_multi_hot
+from bundle.data.sources.table import FORMULA_ESCAPE_COLUMN, formula_like
 from bundle.inference.contact_sheet import write_contact_sheet
 from bundle.inference.disk import check_free_disk, estimate_bytes_per_sample
 from bundle.inference.formats import IMAGE_WRITERS, OUTPUT_FORMATS, normalise_format, write_dicom, write_report
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PairedDatasetWriter"]
+__all__ = ["PairedDatasetWriter", "escape_formula_cell"]
 
 
 def _to_numpy(data: Any) -> np.ndarray:
@@ -59,6 +61,14 @@ def _json_value(value: Any) -> Any:
 
 def _show_setting(settings: Mapping[str, Any], key: str) -> str:
     return json.dumps(settings[key]) if key in settings else "(not recorded)"
+
+
+def escape_formula_cell(value: Any) -> Any:
+    """A manifest cell made safe to open in a spreadsheet: text that would run as a formula (starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return, possibly after ``'``) gets a leading ``'``, which spreadsheets
+    show as text; numbers are written as they are. :func:`bundle.data.sources.table.read_table` undoes it on rows
+    marked in ``formula_escaped``."""
+    return "'" + value if isinstance(value, str) and formula_like(value) else value
 
 
 def _is_settings_line(record: Mapping[str, Any]) -> bool:
@@ -441,11 +451,14 @@ class PairedDatasetWriter:
             "study",
             *self.class_names,
             *(f"{self.REPORT_LABEL_PREFIX}{name}" for name in self.class_names),
+            FORMULA_ESCAPE_COLUMN,
         ]
         with (self.out_dir / self.MANIFEST).open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows(
+                {**{k: escape_formula_cell(v) for k, v in r.items()}, FORMULA_ESCAPE_COLUMN: 1} for r in records
+            )
 
     def _write_datalist(self, records: list[dict], metadata: Mapping[str, Any] | None) -> None:
         items = [

@@ -1,4 +1,10 @@
-"""A generic CSV / TSV / JSON Lines table with one row per image (also the generated folders' manifest.csv)."""
+"""A generic CSV / TSV / JSON Lines table with one row per image (also the generated folders' manifest.csv).
+
+The generated-data writer (:class:`bundle.inference.writer.PairedDatasetWriter`) escapes ``manifest.csv`` text cells
+that a spreadsheet would run as a formula (those starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return) by a leading ``'``, and marks each such row with :data:`FORMULA_ESCAPE_COLUMN`; :func:`read_table` undoes the
+escape on the marked rows only, so the text read back is the text generated, and other tables are read as written.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,25 @@ from .common import (
 
 logger = logging.getLogger(__name__)
 
+#: A manifest column set to ``1`` on rows whose text cells were escaped for spreadsheets (see the module docs).
+FORMULA_ESCAPE_COLUMN = "formula_escaped"
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_START: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_like(text: str) -> bool:
+    """Whether ``text``, after any leading ``'``, starts with a :data:`FORMULA_START` character: the cells the writer
+    escapes (a ``'`` added in front; ``'=x`` too, so that unescaping is exact)."""
+    return text.lstrip("'")[:1] in FORMULA_START and text.lstrip("'") != ""
+
+
+def unescape_formula_cell(value: Any) -> Any:
+    """A cell of a marked row as it was before escaping: one leading ``'`` removed from a formula-like text cell;
+    anything else unchanged."""
+    if isinstance(value, str) and value.startswith("'") and formula_like(value):
+        return value[1:]
+    return value
+
 
 def read_table(
     path: str | Path,
@@ -46,7 +71,8 @@ def read_table(
     the report text or a path to a .txt report. ``label_cols`` (CheXpert names; by default every column
     named like a CheXpert observation, or a JSON ``labels`` object) give the label record; otherwise the
     report is labelled later. Optional ``study_col``, ``split_col`` and ``view_col`` are used when present;
-    without ``subject_col`` every image counts as its own subject.
+    without ``subject_col`` every image counts as its own subject. Rows with ``1`` in :data:`FORMULA_ESCAPE_COLUMN`
+    (written by the generated-data writer) have their spreadsheet escape undone first.
     """
     skip = skip_counter(skip)
     path = Path(path)
@@ -67,6 +93,9 @@ def read_table(
         logger.warning("%s has no %r column: every image is treated as its own subject", path, subject_col)
 
     def row_builder(n: int, row: Mapping[str, Any]) -> Callable[[], Record]:
+        if str(row.get(FORMULA_ESCAPE_COLUMN) or "").strip() == "1":
+            row = {k: unescape_formula_cell(v) for k, v in row.items()}
+
         def build() -> Record:
             where = f"{path} (row {n})"
             cell = row.get(image_col)
