@@ -15,8 +15,9 @@
    ``<output_dir>/demo/generated`` (images, reports, manifest, datalist, index.html) and a sheet of one sample per
    finding with its report, ``<output_dir>/demo/generated_preview.png``.
 
-Other keyword arguments override ids of the bundle configs of steps 2 and 3 (e.g. ``--image_size 32``). The steps
-are :func:`bundle.workflows.run_demo`.
+Other flags override ids of the bundle configs of steps 2 and 3 (e.g. ``--image_size 32``); a flag that is neither
+a parameter nor such an id stops the command before any work, and ``--help`` prints the flags without running. The
+steps are :func:`bundle.workflows.run_demo`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path[:1]:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bundle.workflows import run_demo  # noqa: E402
+from bundle.cli import run_fire  # noqa: E402
+from bundle.workflows import run_demo, unknown_config_ids  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: flags checked before any work, then :func:`bundle.workflows.run_demo`."""
+    return run_fire(run_demo, argv, check=lambda _arguments, overrides: unknown_config_ids(overrides))
+
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(run_demo, serialize=lambda _: None)
+    sys.exit(main())

@@ -43,3 +43,26 @@ def test_demo_prepares_trains_generates_then_reuses(tmp_path, capsys):
     demo(num_items=24, dataset_dir=str(dataset_dir), output_dir=str(output_dir), train=False)
     assert "using the embedded dataset already in" in capsys.readouterr().out
     assert (dataset_dir / "datalist.json").stat().st_mtime_ns == before  # reused, never overwritten
+
+
+def test_demo_command_shows_help_and_refuses_unknown_flags_before_any_work(tmp_path) -> None:
+    """The README's main command: ``--help`` and a typo print and exit without preparing or training anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    shown = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert shown.returncode == 0 and "--samples_per_class" in shown.stdout
+    refused = subprocess.run(
+        [sys.executable, str(script), "--max_epoch", "1"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--max_epoch" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_overrides_are_known_ids_of_the_demo_configs() -> None:
+    from bundle.workflows import unknown_config_ids
+
+    overrides = {"max_epochs": 1, "image_size": 32, "train#trainer#n_critic": 1, "labels": "per_class", "bogus": 3}
+    assert unknown_config_ids(overrides) == ["bogus"]

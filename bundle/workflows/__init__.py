@@ -28,6 +28,7 @@ from bundle.workflows.configs import (
     config_files,
     parse_config,
     run_workflow,
+    unknown_config_ids,
 )
 from bundle.workflows.demo import run_demo
 from bundle.workflows.evaluation import evaluate
@@ -66,4 +67,5 @@ __all__ = [
     "run_demo",
     "run_workflow",
     "train_classifier",
+    "unknown_config_ids",
 ]

@@ -78,3 +78,13 @@ def run_workflow(config_files: Sequence[str], workflow_type: str, **overrides: A
     flow.run()
     flow.finalize()
     return flow
+
+
+def unknown_config_ids(
+    overrides: Mapping[str, Any], config_lists: Sequence[Sequence[str]] = (DEMO_TRAIN_CONFIGS, DEMO_INFER_CONFIGS)
+) -> list[str]:
+    """The names in ``overrides`` that are ids (nested ids such as ``train#trainer#max_epochs`` included) of none of
+    ``config_lists``: a bundle config takes an unknown id without complaint, so such a name is a typo that would
+    change nothing, and a command refuses it before any work."""
+    parsers = [parse_config(files) for files in config_lists]
+    return [name for name in overrides if not any(name in parser for parser in parsers)]
