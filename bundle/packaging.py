@@ -22,7 +22,7 @@ from typing import Any
 
 from bundle.data.errors import DataError
 from bundle.inference.checkpoints import latest_checkpoint
-from bundle.workflows import CONFIG_DIR, DEMO_TRAIN_CONFIGS, config_files, parse_config
+from bundle.workflows import CONFIG_DIR, DEMO_TRAIN_CONFIGS, config_files, parse_config, unknown_config_ids
 
 #: The bundle root (the repository root): the code, docs and top-level files packaged from it.
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +51,8 @@ def unknown_overrides(arguments: Mapping[str, Any], overrides: Mapping[str, Any]
     """The names in ``overrides`` that are not ids of the training configs (``arguments["train_configs"]``, else the
     demo's): a bundle config takes an unknown id without complaint, so such a name is a typo that would package
     the wrong sizes."""
-    parser = parse_config(config_files(arguments.get("train_configs"), DEMO_TRAIN_CONFIGS, "training"))
-    return [name for name in overrides if name not in parser]
+    files = config_files(arguments.get("train_configs"), DEMO_TRAIN_CONFIGS, "training")
+    return unknown_config_ids(overrides, [files])
 
 
 def inference_weights(ckpt: str) -> dict[str, Any]:

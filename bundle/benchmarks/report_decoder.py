@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle.workflows import CONFIG_DIR, DEMO_TRAIN_CONFIGS, parse_config
+from bundle.workflows import CONFIG_DIR, DEMO_TRAIN_CONFIGS, parse_config, unknown_config_ids
 
 __all__ = ["VARIANTS", "benchmark", "run_variant", "score_checkpoint", "unknown_overrides", "variant_parser"]
 
@@ -44,8 +44,7 @@ def variant_parser(dataset_dir: str, overrides: Mapping[str, Any]) -> Any:
 def unknown_overrides(arguments: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """The names in ``overrides`` that are not ids of the demo training config: a bundle config takes an unknown id
     without complaint, so such a name is a typo that would change nothing."""
-    parser = parse_config(DEMO_TRAIN_CONFIGS)
-    return [name for name in overrides if name not in parser]
+    return unknown_config_ids(overrides, [DEMO_TRAIN_CONFIGS])
 
 
 def _eval_images(parser: Any, num_eval: int) -> tuple[torch.Tensor, np.ndarray]:

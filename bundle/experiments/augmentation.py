@@ -42,8 +42,8 @@ from bundle.workflows import (
     classifier_preprocessing,
     config_files,
     load_classifier,
-    parse_config,
     train_classifier,
+    unknown_config_ids,
 )
 
 logger = logging.getLogger("augmentation_experiment")
@@ -190,8 +190,7 @@ def classifier_configs(config_file: Any = None) -> list[str]:
 def unknown_overrides(arguments: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """The names in ``overrides`` that are not ids of the classifier configs (``arguments["classifier_config"]``,
     else the defaults): a bundle config takes an unknown id without complaint, so such a name is a typo."""
-    parser = parse_config(classifier_configs(arguments.get("classifier_config")))
-    return [name for name in overrides if name not in parser]
+    return unknown_config_ids(overrides, [classifier_configs(arguments.get("classifier_config"))])
 
 
 def augmentation_experiment(

@@ -144,5 +144,4 @@ def unknown_overrides(overrides: Mapping[str, Any]) -> list[str]:
     """The names in ``overrides`` that are ids of neither the training configs (:data:`TRAIN_CONFIGS`, nested ids
     such as ``train#trainer#max_epochs`` included) nor the inference configs (:data:`INFER_CONFIGS`): a bundle config
     takes an unknown id without complaint, so such a name is a typo that would change nothing."""
-    parsers = [workflows.parse_config(files) for files in (TRAIN_CONFIGS, INFER_CONFIGS)]
-    return [name for name in overrides if not any(name in parser for parser in parsers)]
+    return workflows.unknown_config_ids(overrides, (TRAIN_CONFIGS, INFER_CONFIGS))
