@@ -34,14 +34,20 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output folder of a tiny training run on ``dataset_dir`` (models/checkpoint_final.pt)."""
-    from monai.bundle import ConfigWorkflow
-
-    from tests.tiny import TINY, TRAIN_CONFIGS
+    from tests.tiny import train_workflow
 
     output_dir = tmp_path_factory.mktemp("trained")
-    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
-    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
-    flow.initialize()
+    flow = train_workflow(dataset_dir, output_dir)
     flow.run()
     flow.finalize()
     return output_dir
+
+
+@pytest.fixture
+def restore_threads():
+    """Put torch's thread count back after a test whose workflow sets its own (``num_threads``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -20,25 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 from ignite.engine import Engine, Events
-from monai.bundle import ConfigWorkflow
 
 from bundle.data.errors import DataError
 from bundle.inference.checkpoints import latest_checkpoint
-from tests.tiny import REPO_ROOT, TINY, TRAIN_CONFIGS
+from tests.tiny import REPO_ROOT, TINY, TRAIN_CONFIGS, train_workflow
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def workflow(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
-    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
-    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
-    flow.initialize()
-    return flow
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def copy_run(trained: Path, output_dir: Path) -> Path:
@@ -150,7 +137,7 @@ def test_an_unreadable_checkpoint_stops_the_resume_with_its_name(
     data = (models / "checkpoint_final.pt").read_bytes()
     broken.write_bytes(data[: len(data) // 3])
     before = snapshot(models)
-    flow = workflow(dataset_dir, tmp_path / "run", max_epochs=2, resume_from=str(broken))
+    flow = train_workflow(dataset_dir, tmp_path / "run", max_epochs=2, resume_from=str(broken))
     with pytest.raises(RuntimeError) as error:
         flow.run()
     found = data_error(error.value)
@@ -165,7 +152,7 @@ def test_changed_settings_stop_the_resume_before_anything_is_written(
     weights, and the checkpoints are left as they were (no final checkpoint of an untrained generator)."""
     models = copy_run(trained, tmp_path / "run")
     before = snapshot(models)
-    flow = workflow(dataset_dir, tmp_path / "run", max_epochs=2, image_size=64)
+    flow = train_workflow(dataset_dir, tmp_path / "run", max_epochs=2, image_size=64)
     assert flow.parser.get_parsed_content("resume_path") == str(models / "checkpoint_final.pt")
     with pytest.raises(RuntimeError) as error:
         flow.run()
@@ -240,7 +227,7 @@ def test_a_run_killed_during_a_checkpoint_write_resumes_from_the_newest_valid_on
     assert latest_checkpoint(models) == str(models / "checkpoint_iteration=3.pt")
     assert list(models.glob(".*.tmp"))  # the unfinished write, under a name no checkpoint glob matches
 
-    flow = workflow(dataset_dir, output_dir, max_epochs=3)
+    flow = train_workflow(dataset_dir, output_dir, max_epochs=3)
     assert flow.parser.get_parsed_content("resume_path") == str(models / "checkpoint_iteration=3.pt")
     loaded: list[int] = []
     flow.trainer.add_event_handler(Events.STARTED, lambda e: loaded.append(e.state.iteration))

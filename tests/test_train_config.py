@@ -14,23 +14,12 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bundle.inference.checkpoints import checkpoint_iteration, latest_checkpoint
-from tests.tiny import TINY, TRAIN_CONFIGS
+from tests.tiny import TINY, TRAIN_CONFIGS, train_workflow
 
 CONFIGS = TRAIN_CONFIGS
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def workflow(dataset_dir: Path, output_dir: Path, **overrides: object) -> ConfigWorkflow:
-    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
-    flow = ConfigWorkflow(config_file=CONFIGS, logging_file=False, workflow_type="train", **settings)
-    flow.initialize()
-    return flow
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def record_iterations(flow: ConfigWorkflow) -> list[int]:
@@ -42,7 +31,7 @@ def record_iterations(flow: ConfigWorkflow) -> list[int]:
 @pytest.mark.slow
 def test_train_config_runs_and_resumes(dataset_dir: Path, tmp_path: Path) -> None:
     output_dir = tmp_path / "run"
-    first = workflow(dataset_dir, output_dir)
+    first = train_workflow(dataset_dir, output_dir)
     assert first.check_properties() == []
     assert first.parser.get_parsed_content("resume_path") == ""  # a fresh output folder: nothing to resume
     trainer = first.trainer
@@ -66,7 +55,7 @@ def test_train_config_runs_and_resumes(dataset_dir: Path, tmp_path: Path) -> Non
     assert (output_dir / "samples" / "samples_iteration_0000002.png").is_file()
 
     # Run again in the same output folder with one more epoch: it picks up the final checkpoint by itself.
-    second = workflow(dataset_dir, output_dir, max_epochs=2)
+    second = train_workflow(dataset_dir, output_dir, max_epochs=2)
     assert second.parser.get_parsed_content("resume_path") == str(models / "checkpoint_final.pt")
     iterations = record_iterations(second)
     second.run()
@@ -152,7 +141,7 @@ def test_a_checkpoint_of_version_0_4_0_resumes(dataset_dir: Path, tmp_path: Path
     tokenizer): today's trainer loads every object from it and trains on from iteration 3, and saves the same keys."""
     old = Path(__file__).parent / "data" / "checkpoint_0.4.0"
     saved = torch.load(old / "checkpoint_final.pt", map_location="cpu", weights_only=True)
-    flow = workflow(
+    flow = train_workflow(
         dataset_dir,
         tmp_path / "run",
         max_epochs=2,

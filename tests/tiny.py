@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bundle.benchmarks.presets import TINY_SIZES
 
@@ -106,3 +107,14 @@ def write_test_split_as_generated(
     override = out_dir / "tiny_classifier.json"
     override.write_text(json.dumps({"classifier_def": TINY_CLASSIFIER_DEF, "num_workers": 0}))
     return {"generated": out_dir / "generated", "classifier": classifier, "override": override}
+
+
+def train_workflow(dataset_dir: Path, output_dir: Path, **overrides: object) -> Any:
+    """An initialised train ``ConfigWorkflow`` of :data:`TRAIN_CONFIGS` at the :data:`TINY` sizes on ``dataset_dir``,
+    writing into ``output_dir``; ``overrides`` set further config ids."""
+    from monai.bundle import ConfigWorkflow
+
+    settings = {**TINY, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **overrides}
+    flow = ConfigWorkflow(config_file=TRAIN_CONFIGS, logging_file=False, workflow_type="train", **settings)
+    flow.initialize()
+    return flow
